@@ -1,0 +1,3 @@
+from raybb.cli import app
+
+app()
