@@ -156,7 +156,9 @@ class S3Endpoint:
 
 
 @contextlib.contextmanager
-def seaweedfs_server(tmpdir: str | os.PathLike, *, key: str = _KEY, secret: str = _SECRET) -> Iterator[S3Endpoint]:
+def seaweedfs_server(
+    tmpdir: str | os.PathLike, *, key: str = _KEY, secret: str = _SECRET
+) -> Iterator[S3Endpoint]:
     """Run a SeaweedFS S3 server on free loopback ports with data under ``tmpdir``.
 
     Buckets are created on first upload (SeaweedFS does this; AWS does not). Bucket names must be
@@ -171,7 +173,8 @@ def seaweedfs_server(tmpdir: str | os.PathLike, *, key: str = _KEY, secret: str 
         port = free_port()
         if port not in ports.values():
             ports[names[len(ports)]] = port
-    ep = S3Endpoint(url=f"http://127.0.0.1:{ports['s3']}", key=key, secret=secret, data_dir=data, _ports=ports)
+    url = f"http://127.0.0.1:{ports['s3']}"
+    ep = S3Endpoint(url=url, key=key, secret=secret, data_dir=data, _ports=ports)
     ep.start()
     try:
         yield ep
