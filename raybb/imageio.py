@@ -1,0 +1,101 @@
+"""Turning user image bytes into the RGB uint8 arrays the codec works on, and back.
+
+One rule for every caller (CLI, Ray actors, eval), so that a photo compresses the same way
+whichever path it takes:
+
+* EXIF orientation is applied first (the pixels are stored as the viewer shows them).
+* RGB 8-bit is used as is. Grayscale (L, LA, 1, I;16, I) is replicated to three channels;
+  palette (P, PA) images are expanded; CMYK and YCbCr are converted with Pillow.
+* Alpha (RGBA, LA, PA, transparency) is composited over white: raybb codes no alpha channel,
+  and a white matte is what most viewers show. ``strict_alpha=True`` refuses instead.
+* 16-bit inputs (I;16, I, RGB 16-bit PNG via "I;16" planes) are scaled to 8 bits (v >> 8);
+  raybb is an 8-bit codec and says so.
+* Images larger than ``max_pixels`` are refused (a decompression bomb, or more memory than a
+  worker should take) with an ``ImageError`` that names the size.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from raybb.errors import ImageError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "decode_image", "load_image", "to_rgb_array", "encode_png"]
+
+#: 100 megapixels: a large camera raw developed to RGB; beyond that, refuse rather than OOM.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+
+
+def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Apply the conversion rule above to an opened Pillow image; returns HxWx3 uint8."""
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not lose the image: keep the stored orientation
+        pass
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.int64)
+        if mode == "I" and arr.max(initial=0) <= 255:
+            a8 = np.clip(arr, 0, 255).astype(np.uint8)
+        else:
+            a8 = np.clip(arr >> 8, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(a8[:, :, None], 3, axis=2))
+    if mode == "F":
+        raise ImageError("floating-point images are not supported (raybb codes 8-bit RGB)")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        if strict_alpha:
+            raise ImageError(f"image has an alpha channel (mode {mode}); raybb codes RGB only")
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    try:
+        rgb = img.convert("RGB")
+    except Exception as e:  # pragma: no cover - Pillow mode edge cases
+        raise ImageError(f"cannot convert image mode {mode} to RGB: {e}") from e
+    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+
+
+def decode_image(data: bytes, *, strict_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes (PNG, JPEG, WebP, ...) into HxWx3 uint8, or raise ImageError."""
+    if not data:
+        raise ImageError("empty file")
+    # Pillow's own bomb check uses a warning/exception at 2x its limit; we apply ours explicitly.
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
+            img.load()
+            return to_rgb_array(img, strict_alpha=strict_alpha, max_pixels=max_pixels)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot decode image: {e}") from e
+
+
+def load_image(path: str | Path, **kw) -> np.ndarray:
+    """Read and decode an image file from the local file system."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {path}: {e}") from e
+    return decode_image(data, **kw)
+
+
+def encode_png(rgb: np.ndarray, compress_level: int = 6) -> bytes:
+    """Lossless PNG of an HxWx3 uint8 array (what `raybb decompress` writes)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()

@@ -1,0 +1,172 @@
+"""The two-level Probabilistic Ladder Network (PLN / γ-PLN) of raybb.
+
+Data flow (shapes for an input of H×W; strides 16 and 64)::
+
+      x (B,3,H,W) ──g_a──▶ bottom-up N(μx, σx²)  (B,M,H/16,W/16)
+                               │ μx
+                               ▼
+                      h_a ──▶ q(z2|x) = N(μ2, σ2²)  (B,G,H/64,W/64)     p(z2) = N(0, I)
+                               │ z2 ~ q(z2|x)
+                               ▼
+                      h_s ──▶ p(z1|z2) = N(μp, σp²)  (B,M,H/16,W/16)
+                               │
+          q(z1|z2,x) = N(μx,σx²)·N(μp,σp²)  (precision-weighted product)
+                               │ z1 ~ q(z1|z2,x)
+                               ▼
+      x̂ (B,3,H,W) ◀──g_s──  z1                      likelihood: Laplace(x | x̂, γ)
+
+The rate of a coded sample is ≈ KL[q(z2|x)‖p(z2)] + KL[q(z1|z2,x)‖p(z1|z2)].
+Level 1 follows Ballé et al. 2016/2018 (5×5 stride-2 convs, GDN/IGDN, mirror padding);
+level 2 uses leaky ReLU (α=0.2) as in the seed.
+
+The codec uses the pieces separately (``bottom_up``, ``posterior2``, ``prior1``,
+``posterior1``, ``synthesize``) because it must compute p(z1|z2) from the *decoded* z2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from raybb.model.distributions import Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
+from raybb.model.layers import GDN, MirrorConv2d, MirrorUpConv2d
+
+__all__ = ["LadderConfig", "LadderNetwork", "LadderOutput", "TOTAL_STRIDE", "pad_to_stride"]
+
+#: Level 1 downsamples by 16, level 2 by a further 4.
+TOTAL_STRIDE = 64
+
+
+@dataclass(frozen=True)
+class LadderConfig:
+    """Architecture hyper-parameters (stored in the weights metadata).
+
+    Defaults are sized for training on 2 CPU cores: N=M=96 transform/latent channels instead of the
+    seed's N=196, M=128 (a 4× cheaper g_a/g_s), with the seed's level-2 sizes F=128 → F=96, G=24.
+    """
+
+    N: int = 96  # channels of the level-1 transforms
+    M: int = 96  # channels of z1
+    F: int = 96  # channels of the level-2 transforms
+    G: int = 24  # channels of z2
+    learn_scale: bool = True  # γ-PLN (True) or plain PLN with unit-free fixed scale (False)
+    gamma_floor: float = 1.0 / 255.0  # γ∞, in units of the [0,1] pixel range
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LadderConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown LadderConfig fields: {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class LadderOutput:
+    """Everything one training/evaluation pass produces (per batch)."""
+
+    x_hat: torch.Tensor  # reconstruction mean, (B,3,H,W), unclamped
+    q2: Gaussian
+    q1: Gaussian
+    p1: Gaussian
+    z2: torch.Tensor
+    z1: torch.Tensor
+    kl2: torch.Tensor  # (B,) nats, KL[q(z2|x) ‖ N(0,I)]
+    kl1: torch.Tensor  # (B,) nats, KL[q(z1|z2,x) ‖ p(z1|z2)]
+    nll: torch.Tensor  # (B,) nats, -log p(x | z1)
+
+
+def pad_to_stride(x: torch.Tensor, stride: int = TOTAL_STRIDE) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Replicate-pad (B,C,H,W) on the bottom/right to a multiple of ``stride``; returns (padded, (H, W))."""
+    h, w = x.shape[-2:]
+    ph = (-h) % stride
+    pw = (-w) % stride
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+    return x, (h, w)
+
+
+class LadderNetwork(nn.Module):
+    def __init__(self, config: LadderConfig | None = None):
+        super().__init__()
+        self.config = c = config or LadderConfig()
+        N, M, Fc, G = c.N, c.M, c.F, c.G
+        self.g_a = nn.Sequential(
+            MirrorConv2d(3, N, 5, 2), GDN(N),
+            MirrorConv2d(N, N, 5, 2), GDN(N),
+            MirrorConv2d(N, N, 5, 2), GDN(N),
+            MirrorConv2d(N, 2 * M, 5, 2),
+        )  # fmt: skip
+        self.g_s = nn.Sequential(
+            MirrorUpConv2d(M, N, 5), GDN(N, inverse=True),
+            MirrorUpConv2d(N, N, 5), GDN(N, inverse=True),
+            MirrorUpConv2d(N, N, 5), GDN(N, inverse=True),
+            MirrorUpConv2d(N, 3, 5),
+        )  # fmt: skip
+        act = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        self.h_a = nn.Sequential(
+            MirrorConv2d(M, Fc, 3, 1), act(),
+            MirrorConv2d(Fc, Fc, 5, 2), act(),
+            MirrorConv2d(Fc, 2 * G, 5, 2),
+        )  # fmt: skip
+        self.h_s = nn.Sequential(
+            MirrorUpConv2d(G, Fc, 5), act(),
+            MirrorUpConv2d(Fc, Fc, 5), act(),
+            MirrorConv2d(Fc, 2 * M, 3, 1),
+        )  # fmt: skip
+        self.likelihood = LaplaceLikelihood(3, learn_scale=c.learn_scale, gamma_floor=c.gamma_floor)
+
+    # -- the pieces the codec composes ------------------------------------------------------
+    @staticmethod
+    def _split(t: torch.Tensor) -> Gaussian:
+        mean, raw = t.chunk(2, dim=1)
+        return Gaussian(mean, positive_scale(raw))
+
+    def bottom_up(self, x: torch.Tensor) -> Gaussian:
+        """N(μx, σx²): the level-1 encoder's estimate of z1 from the (padded) image in [0,1]."""
+        return self._split(self.g_a(x * 2.0 - 1.0))
+
+    def posterior2(self, bottom_up: Gaussian) -> Gaussian:
+        """q(z2|x), computed from the bottom-up *mean* only."""
+        return self._split(self.h_a(bottom_up.mean))
+
+    @staticmethod
+    def prior2_like(q2: Gaussian) -> Gaussian:
+        """p(z2) = N(0, I)."""
+        return Gaussian(torch.zeros_like(q2.mean), torch.ones_like(q2.std))
+
+    def prior1(self, z2: torch.Tensor) -> Gaussian:
+        """p(z1|z2) from a (decoded) z2 sample."""
+        return self._split(self.h_s(z2))
+
+    @staticmethod
+    def posterior1(bottom_up: Gaussian, prior1: Gaussian) -> Gaussian:
+        return precision_weighted(bottom_up, prior1)
+
+    def synthesize(self, z1: torch.Tensor) -> torch.Tensor:
+        """Laplace mean x̂ in [0,1] units (unclamped; callers clamp for display)."""
+        return (self.g_s(z1) + 1.0) * 0.5
+
+    # -- training / evaluation pass ---------------------------------------------------------
+    def forward(self, x: torch.Tensor, sample: bool = True) -> LadderOutput:
+        """x: (B,3,H,W) in [0,1], H and W multiples of 64 (use ``pad_to_stride``).
+
+        ``sample=False`` uses posterior means instead of samples (the "posterior mean" reconstruction).
+        """
+        bu = self.bottom_up(x)
+        q2 = self.posterior2(bu)
+        z2 = q2.rsample() if sample else q2.mean
+        p1 = self.prior1(z2)
+        q1 = self.posterior1(bu, p1)
+        z1 = q1.rsample() if sample else q1.mean
+        x_hat = self.synthesize(z1)
+        kl2 = q2.kl_standard().flatten(1).sum(1)
+        kl1 = q1.kl(p1).flatten(1).sum(1)
+        nll = self.likelihood.nll(x, x_hat).flatten(1).sum(1)
+        return LadderOutput(x_hat=x_hat, q2=q2, q1=q1, p1=p1, z2=z2, z1=z1, kl2=kl2, kl1=kl1, nll=nll)

@@ -1,0 +1,307 @@
+"""The one training loop: used by ``raybb train`` and wrapped by Ray Train for β-sweeps.
+
+Objective (per image, in nats, divided by the number of pixels)::
+
+    loss = -log p(x | z1) + β_t · (KL[q(z2|x) ‖ p(z2)] + KL[q(z1|z2,x) ‖ p(z1|z2)])
+
+with both KL terms analytic, z2 and z1 reparametrized samples, and β_t = β·min(1, t / warmup)
+(KL warm-up: lets the decoder learn to use the latents before the rate penalty bites).
+Adam with an optional exponential learning-rate decay to ``lr * lr_final_factor``.
+
+A checkpoint is a directory holding ``model.safetensors`` (a normal raybb weights file),
+``optimizer.safetensors`` (Adam moments; no pickle, so resuming from a directory someone hands
+you is safe) and ``state.json`` (step, configs, sampler RNG state).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from raybb.model.ladder import LadderConfig, LadderNetwork, pad_to_stride
+from raybb.model.weights import load_weights, save_weights
+from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, load_images
+
+__all__ = ["TrainConfig", "TrainingLoop", "kodak_like_metrics"]
+
+LN2 = math.log(2.0)
+
+
+@dataclass
+class TrainConfig:
+    data: list[str] = field(default_factory=lambda: ["../shared/datasets/train"])
+    exclude: list[str] = field(default_factory=lambda: ["cid22/validation"])
+    val_data: list[str] = field(default_factory=lambda: ["../shared/datasets/train/cid22/validation"])
+    val_images: int = 12  # validation images used at each evaluation (first N, sorted)
+    model: dict = field(default_factory=dict)  # LadderConfig fields
+    beta: float = 4.0
+    steps: int = 20000
+    batch: int = 8
+    patch: int = 128
+    lr: float = 5e-4
+    lr_final_factor: float = 0.2  # exponential decay to lr * this at the last step (1 = no decay)
+    warmup_steps: int = 1000  # KL warm-up
+    grad_clip: float = 5.0
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 1000
+    checkpoint_every: int = 500
+    num_threads: int = 0  # torch threads (0 = leave torch's default)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def kodak_like_metrics(model: LadderNetwork, images: list[torch.Tensor], sample: bool) -> dict:
+    """Average theoretical bpp (KL), level-2 share and PSNR over whole images (uint8 (3,H,W))."""
+    bits = bits2 = mse_sum = px = 0.0
+    psnrs = []
+    with torch.no_grad():
+        for img in images:
+            x = img.float().div(255.0)[None]
+            xp, (h, w) = pad_to_stride(x)
+            out = model(xp, sample=sample)
+            xh = out.x_hat[..., :h, :w].clamp(0, 1).mul(255).round()
+            mse = (xh - img.float()[None]).pow(2).mean().item()
+            psnrs.append(10 * math.log10(255**2 / max(mse, 1e-10)))
+            n = h * w
+            b2 = out.kl2.item() / LN2
+            bits += (out.kl1.item() / LN2 + b2) / n
+            bits2 += b2 / n
+            mse_sum += mse
+            px += 1
+    k = max(len(images), 1)
+    return {"bpp": bits / k, "bpp_level2": bits2 / k, "psnr": sum(psnrs) / k}
+
+
+class TrainingLoop:
+    """Owns model, optimizer, data and step counter; ``run`` drives it with callbacks.
+
+    ``wrap_model`` lets Ray Train wrap the module in DDP; ``shard`` gives each data-parallel worker
+    its own part of the images.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        device: str | torch.device = "cpu",
+        wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+        init_weights: str | None = None,
+    ):
+        self.cfg = cfg
+        self.rank, self.world = shard
+        self.device = torch.device(device)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        torch.manual_seed(cfg.seed * 1000 + self.rank)
+        if init_weights:  # fine-tune from a weights file (e.g. another β of the family)
+            self.net = load_weights(init_weights).model.train().requires_grad_(True)
+        else:
+            self.net = LadderNetwork(LadderConfig.from_dict(cfg.model))
+        self.net.to(self.device)
+        self.model = wrap_model(self.net) if wrap_model else self.net
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self.step = 0
+        self.train_paths = list_images(cfg.data, tuple(cfg.exclude))
+        self.sampler = PatchSampler(load_images(self.train_paths, shard, min_size=cfg.patch), cfg.patch, seed=cfg.seed * 1000 + self.rank)
+        self.val_set: list[torch.Tensor] = []
+        if cfg.val_data and self.rank == 0:
+            vp = list_images(cfg.val_data)[: cfg.val_images]
+            self.val_set = load_images(vp) if vp else []
+        self._data_fp: str | None = None
+
+    # -- schedule -------------------------------------------------------------------------
+    def beta_at(self, step: int) -> float:
+        return self.cfg.beta * min(1.0, (step + 1) / max(self.cfg.warmup_steps, 1))
+
+    def lr_at(self, step: int) -> float:
+        return self.cfg.lr * self.cfg.lr_final_factor ** (step / max(self.cfg.steps, 1))
+
+    # -- one step -------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        self.model.train()
+        x = self.sampler.sample(self.cfg.batch).to(self.device)
+        beta = self.beta_at(self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        out = self.model(x)
+        pixels = x.shape[-1] * x.shape[-2]
+        kl = out.kl1 + out.kl2
+        loss = ((out.nll + beta * kl) / pixels).mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {self.step}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        with torch.no_grad():
+            mse = (out.x_hat.clamp(0, 1) - x).pow(2).mean().item()
+        return {
+            "step": self.step,
+            "loss": loss.item(),
+            "beta": beta,
+            "lr": self.lr_at(self.step - 1),
+            "bpp": (kl / pixels).mean().item() / LN2,
+            "bpp_level2": (out.kl2 / pixels).mean().item() / LN2,
+            "psnr": 10 * math.log10(1.0 / max(mse, 1e-10)),
+            "gamma": self.net.likelihood.gamma().mean().item() * 255,
+            "grad_norm": float(gnorm),
+        }
+
+    def validate(self) -> dict:
+        if not self.val_set:
+            return {}
+        self.net.eval()
+        s = kodak_like_metrics(self.net, self.val_set, sample=True)
+        m = kodak_like_metrics(self.net, self.val_set, sample=False)
+        return {"val_bpp": s["bpp"], "val_bpp_level2": s["bpp_level2"], "val_psnr_sample": s["psnr"], "val_psnr_mean": m["psnr"]}
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def data_fingerprint(self) -> str:
+        if self._data_fp is None:
+            self._data_fp = dataset_fingerprint(self.train_paths)
+        return self._data_fp
+
+    def model_meta(self) -> dict:
+        return {
+            "beta": self.cfg.beta,
+            "steps": self.step,
+            "variant": "gamma-pln" if self.net.config.learn_scale else "pln",
+            "train_config": self.cfg.to_dict(),
+            "dataset_fingerprint": self.data_fingerprint(),
+            "dataset_files": len(self.train_paths),
+        }
+
+    def save_checkpoint(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        save_weights(d / "model.safetensors", self.net, self.model_meta())
+        opt_t: dict[str, torch.Tensor] = {}
+        for i, p in enumerate(self.net.parameters()):
+            st = self.opt.state.get(p)
+            if st:
+                opt_t[f"{i}.exp_avg"] = st["exp_avg"].detach().cpu().contiguous()
+                opt_t[f"{i}.exp_avg_sq"] = st["exp_avg_sq"].detach().cpu().contiguous()
+                opt_t[f"{i}.step"] = torch.as_tensor(st["step"]).reshape(1).float().cpu()
+        save_file(opt_t, str(d / "optimizer.safetensors"))
+        rng = self.sampler.gen.get_state()
+        state = {"step": self.step, "train_config": self.cfg.to_dict(), "sampler_rng": rng.tolist()}
+        (d / "state.json").write_text(json.dumps(state))
+        return d
+
+    def load_checkpoint(self, directory: str | Path) -> None:
+        d = Path(directory)
+        loaded = load_weights(d / "model.safetensors", device=self.device)
+        if loaded.config != self.net.config:
+            raise ValueError(f"checkpoint architecture {loaded.config} differs from {self.net.config}")
+        self.net.load_state_dict(loaded.model.state_dict())
+        self.net.requires_grad_(True)
+        state = json.loads((d / "state.json").read_text())
+        self.step = int(state["step"])
+        if (d / "optimizer.safetensors").exists():
+            opt_t = load_file(str(d / "optimizer.safetensors"))
+            for i, p in enumerate(self.net.parameters()):
+                if f"{i}.exp_avg" in opt_t:
+                    self.opt.state[p] = {
+                        "step": torch.tensor(float(opt_t[f"{i}.step"].item())),
+                        "exp_avg": opt_t[f"{i}.exp_avg"].to(self.device),
+                        "exp_avg_sq": opt_t[f"{i}.exp_avg_sq"].to(self.device),
+                    }
+        if self.rank == 0 and "sampler_rng" in state:
+            self.sampler.gen.set_state(torch.tensor(state["sampler_rng"], dtype=torch.uint8))
+
+    # -- driver ---------------------------------------------------------------------------
+    def run(
+        self,
+        *,
+        on_log: Callable[[dict], None] | None = None,
+        on_checkpoint: Callable[[int, dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> dict:
+        """Train until ``cfg.steps``. ``on_checkpoint(step, metrics)`` is called at each checkpoint
+        boundary (the caller decides where to save: a folder, or ``ray.train.report``)."""
+        last: dict = {}
+        t0 = time.time()
+        acc: dict[str, float] = {}
+        n = 0
+        while self.step < self.cfg.steps:
+            m = self.train_step()
+            for k, v in m.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            n += 1
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                last = {k: v / n for k, v in acc.items()}
+                last["step"] = self.step
+                last["steps_per_s"] = n / max(time.time() - t0, 1e-9)
+                acc, n, t0 = {}, 0, time.time()
+                if self.cfg.val_every and (self.step % self.cfg.val_every == 0 or self.step == self.cfg.steps):
+                    last.update(self.validate())
+                if on_log:
+                    on_log(dict(last))
+            if on_checkpoint and (self.step % self.cfg.checkpoint_every == 0 or self.step == self.cfg.steps):
+                on_checkpoint(self.step, dict(last))
+            if should_stop and should_stop():
+                break
+        return last
+
+
+def train_to_directory(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    init_weights: str | None = None,
+    on_log: Callable[[dict], None] | None = None,
+) -> dict:
+    """``raybb train``: train into ``out_dir`` (checkpoint/, metrics.jsonl, config.json), resuming
+    from ``out_dir/checkpoint`` when it exists. Checkpoints are written to a temporary directory and
+    renamed, so an interrupted save never leaves a half checkpoint behind."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint"
+    loop = TrainingLoop(cfg, init_weights=None if (resume and ckpt.exists()) else init_weights)
+    if resume and ckpt.exists():
+        loop.load_checkpoint(ckpt)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    log_path = out / "metrics.jsonl"
+
+    def log(m: dict) -> None:
+        with log_path.open("a") as f:
+            f.write(json.dumps(m) + "\n")
+        if on_log:
+            on_log(m)
+
+    def checkpoint(step: int, metrics: dict) -> None:
+        tmp = out / "checkpoint.tmp"
+        if tmp.exists():
+            _rmtree(tmp)
+        loop.save_checkpoint(tmp)
+        old = out / "checkpoint.old"
+        if ckpt.exists():
+            ckpt.replace(old)
+        tmp.replace(ckpt)
+        if old.exists():
+            _rmtree(old)
+
+    last = loop.run(on_log=log, on_checkpoint=checkpoint)
+    return last
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    shutil.rmtree(p, ignore_errors=True)
