@@ -98,8 +98,9 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
         s = sum(MS_SSIM_WEIGHTS[:n])
         weights = [x / s for x in MS_SSIM_WEIGHTS[:n]]
     with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
-        y = torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1).unsqueeze(0).to(torch.float32)
+        # astype copies into a writable float32 buffer (decoded arrays are often read-only)
+        x = torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
+        y = torch.from_numpy(b.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
         v = _pt_ms_ssim(x, y, data_range=255, size_average=True, win_size=MS_SSIM_WIN_SIZE, weights=weights)
     return float(v)
 
