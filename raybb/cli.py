@@ -1,0 +1,273 @@
+"""The ``raybb`` command line (the only importer of typer and rich).
+
+Each command parses arguments, calls the library, and renders the result. Exit codes::
+
+    0  success
+    1  some inputs failed (the others were processed; details printed)
+    2  usage error (bad option or path)
+    3  a bitstream could not be decoded (BitstreamError)
+    4  an image could not be read (ImageError)
+    5  a model could not be loaded (ModelError)
+    6  storage failure (StorageError)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from raybb.errors import BitstreamError, ImageError, ModelError, RaybbError, StorageError
+
+app = typer.Typer(help="raybb: learned image compression without quantization.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+out = Console()
+
+EXIT_PARTIAL, EXIT_USAGE, EXIT_BITSTREAM, EXIT_IMAGE, EXIT_MODEL, EXIT_STORAGE = 1, 2, 3, 4, 5, 6
+
+
+def exit_code_for(e: BaseException) -> int:
+    if isinstance(e, BitstreamError):
+        return EXIT_BITSTREAM
+    if isinstance(e, ImageError):
+        return EXIT_IMAGE
+    if isinstance(e, ModelError):
+        return EXIT_MODEL
+    if isinstance(e, StorageError):
+        return EXIT_STORAGE
+    return EXIT_PARTIAL
+
+
+def _fail(e: BaseException) -> typer.Exit:
+    console.print(f"[red]error:[/red] {e}")
+    return typer.Exit(exit_code_for(e))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+
+
+def _collect(inputs: list[Path], suffixes: tuple[str, ...]) -> list[tuple[Path, Path]]:
+    """(file, path relative to its input root) for every matching file under the inputs."""
+    found: list[tuple[Path, Path]] = []
+    for p in inputs:
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in suffixes:
+                    found.append((f, f.relative_to(p)))
+        elif p.is_file():
+            found.append((p, Path(p.name)))
+        else:
+            console.print(f"[red]error:[/red] no such file or folder: {p}")
+            raise typer.Exit(EXIT_USAGE)
+    return found
+
+
+def _targets(files: list[tuple[Path, Path]], output: Path, suffix: str) -> list[tuple[Path, Path]]:
+    if len(files) == 1 and output.suffix.lower() == suffix and not output.is_dir():
+        return [(files[0][0], output)]
+    return [(f, output / rel.with_suffix(suffix)) for f, rel in files]
+
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model name (see `raybb models`) or .safetensors path.")]
+QualityOpt = Annotated[int | None, typer.Option("--quality", "-q", help="Pick the shipped model pln-qN (1 = lowest rate).")]
+SamplerOpt = Annotated[str | None, typer.Option("--sampler", "-s", help="Sampler pipeline, e.g. 'is-gs' or 'LEVEL2/LEVEL1'.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).")]
+
+
+def _load(model: str | None, quality: int | None, sampler: str | None, device: str | None):
+    from raybb.codec import load_codec
+
+    if model is not None and quality is not None:
+        console.print("[red]error:[/red] give --model or --quality, not both")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        return load_codec(quality if quality is not None else model, sampler=sampler, device=device)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
+    except RaybbError as e:
+        raise _fail(e) from e
+
+
+@app.command()
+def compress(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files or folders.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .rbb file (one input) or folder.")],
+    model: ModelOpt = None,
+    quality: QualityOpt = None,
+    sampler: SamplerOpt = None,
+    device: DeviceOpt = None,
+    seed: Annotated[int | None, typer.Option(help="Shared-randomness seed (default: derived from the pixels).")] = None,
+) -> None:
+    """Compress images to .rbb bitstreams."""
+    from raybb.imageio import IMAGE_SUFFIXES
+
+    files = _collect(inputs, IMAGE_SUFFIXES)
+    if not files:
+        console.print("[red]error:[/red] no images found")
+        raise typer.Exit(EXIT_USAGE)
+    codec = _load(model, quality, sampler, device)
+    failures = []
+    last_error: BaseException | None = None
+    with _progress() as bar:
+        task = bar.add_task("compressing", total=len(files))
+        for src, dst in _targets(files, output, ".rbb"):
+            try:
+                res = codec.compress_with_stats(src.read_bytes(), seed=seed)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(dst.name + ".part")
+                tmp.write_bytes(res.data)
+                tmp.replace(dst)
+                out.print(
+                    f"{src} -> {dst}  {len(res.data)} B  {res.bpp:.3f} bpp  PSNR {res.psnr:.2f} dB  "
+                    f"MS-SSIM {res.ms_ssim:.4f}  {res.encode_seconds:.1f}s"
+                )
+            except (RaybbError, OSError) as e:
+                failures.append((src, e))
+                last_error = e
+                console.print(f"[red]failed:[/red] {src}: {e}")
+            bar.advance(task)
+    if failures:
+        raise typer.Exit(exit_code_for(last_error) if len(failures) == len(files) else EXIT_PARTIAL)
+
+
+@app.command()
+def decompress(
+    inputs: Annotated[list[Path], typer.Argument(help=".rbb files or folders.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output .png file (one input) or folder.")],
+    model: ModelOpt = None,
+    device: DeviceOpt = None,
+) -> None:
+    """Decompress .rbb bitstreams to PNG (the model is found from the bitstream's fingerprint)."""
+    from raybb.codec import Codec
+    from raybb.imageio import encode_png
+
+    files = _collect(inputs, (".rbb",))
+    if not files:
+        console.print("[red]error:[/red] no .rbb files found")
+        raise typer.Exit(EXIT_USAGE)
+    codecs: dict[bytes, Codec] = {}
+    failures = []
+    last_error: BaseException | None = None
+    with _progress() as bar:
+        task = bar.add_task("decompressing", total=len(files))
+        for src, dst in _targets(files, output, ".png"):
+            try:
+                data = src.read_bytes()
+                codec = _codec_for(data, codecs, model, device)
+                rgb = codec.decompress(data)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(dst.name + ".part")
+                tmp.write_bytes(encode_png(rgb))
+                tmp.replace(dst)
+                out.print(f"{src} -> {dst}  {rgb.shape[1]}x{rgb.shape[0]}")
+            except (RaybbError, OSError) as e:
+                failures.append((src, e))
+                last_error = e
+                console.print(f"[red]failed:[/red] {src}: {e}")
+            bar.advance(task)
+    if failures:
+        raise typer.Exit(exit_code_for(last_error) if len(failures) == len(files) else EXIT_PARTIAL)
+
+
+def _codec_for(data: bytes, cache: dict, model: str | None, device: str | None):
+    """The codec whose model wrote ``data``: --model if given, else looked up by fingerprint."""
+    from raybb import bitstream
+    from raybb.codec import load_codec
+    from raybb.errors import ModelMismatch
+
+    c = bitstream.parse(data)
+    if c.fingerprint in cache:
+        return cache[c.fingerprint]
+    if model is not None:
+        codec = load_codec(model, device=device)
+    else:
+        from raybb.registry import find_by_fingerprint
+
+        path = find_by_fingerprint(c.fingerprint)
+        if path is None:
+            raise ModelMismatch(f"no installed model has fingerprint {c.fingerprint.hex()} (see `raybb models`)")
+        codec = load_codec(str(path), device=device)
+    cache[c.fingerprint] = codec
+    return codec
+
+
+@app.command()
+def inspect(
+    files: Annotated[list[Path], typer.Argument(help=".rbb files.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a bitstream's header, sections and sizes (no model needed)."""
+    from raybb import bitstream
+    from raybb.coding import get_sampler
+
+    code = 0
+    for f in files:
+        try:
+            data = f.read_bytes()
+            c = bitstream.parse(data)
+        except (OSError, BitstreamError) as e:
+            console.print(f"[red]{f}:[/red] {e}")
+            code = exit_code_for(e) if isinstance(e, RaybbError) else EXIT_USAGE
+            continue
+        info = {
+            "file": str(f),
+            "bytes": len(data),
+            "format_version": c.version,
+            "model_fingerprint": c.fingerprint.hex(),
+            "width": c.width,
+            "height": c.height,
+            "mode": "RGB8",
+            "seed": c.seed,
+            "bpp": len(data) * 8 / (c.width * c.height),
+            "header_bytes": c.header_bytes,
+            "sections": [],
+        }
+        for s in c.sections:
+            try:
+                name = get_sampler(s.sampler_id, tuple(s.params)).name
+            except Exception:
+                name = f"unknown({s.sampler_id})"
+            info["sections"].append(
+                {"level": s.level, "sampler": name, "sampler_id": s.sampler_id, "params": list(s.params),
+                 "dims": s.num_dims, "payload_bytes": len(s.payload)}
+            )  # fmt: skip
+        if as_json:
+            out.print_json(json.dumps(info))
+            continue
+        t = Table(title=f"{f}  ({len(data)} bytes, {info['bpp']:.4f} bpp)")
+        t.add_column("field")
+        t.add_column("value")
+        for k in ("format_version", "model_fingerprint", "width", "height", "mode", "seed", "header_bytes"):
+            t.add_row(k, str(info[k]))
+        for s in info["sections"]:
+            t.add_row(
+                f"level {s['level']}",
+                f"{s['sampler']} params={s['params']} dims={s['dims']} payload={s['payload_bytes']} B",
+            )
+        out.print(t)
+    raise typer.Exit(code)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

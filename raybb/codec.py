@@ -1,0 +1,267 @@
+"""The ``Codec`` facade: ``compress(image) -> bytes`` and ``decompress(bytes) -> image``.
+
+Every caller (CLI, Ray actors, evaluation) goes through this class. It composes the ladder
+network (raybb.model), the coded samplers (raybb.coding) and the container (raybb.bitstream)::
+
+    image ─▶ pad ─▶ bottom_up ─▶ q(z2|x) ──coded sample (level 2)──▶ z2 ─▶ p(z1|z2)
+                        │                                                     │
+                        └──────────────▶ q(z1|z2,x) ──coded sample (level 1)──▶ z1 ─▶ x̂ ─▶ crop
+
+p(z1|z2) is computed from the *decoded* z2 sample on both sides, so the decoder repeats exactly
+what the encoder did: on the same device, ``decompress(compress(x))`` equals the encoder's own
+reconstruction bit for bit. A codec is ready as soon as it is loaded (no ``update()`` step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from raybb import bitstream
+from raybb.coding import SAMPLERS, CodedSampler, DiagGaussian, StreamKey, get_sampler
+from raybb.errors import CodingError, CorruptPayload, ImageError, ModelMismatch
+from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
+from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
+from raybb.model.weights import LoadedModel, load_weights
+
+__all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "parse_pipeline"]
+
+#: Named sampler pipelines: (level-2 sampler, level-1 sampler). "is-gs" is the seed's.
+PIPELINES: dict[str, tuple[str, str]] = {
+    "is-gs": ("importance", "greedy"),
+    "rs": ("rejection", "rejection"),
+}
+DEFAULT_PIPELINE = "is-gs"
+
+
+def parse_pipeline(spec: str | None) -> tuple[str, str]:
+    """'is-gs' (a named pipeline), 'A/B' (level-2 sampler A, level-1 sampler B) or 'A' (both)."""
+    spec = spec or DEFAULT_PIPELINE
+    if spec in PIPELINES:
+        return PIPELINES[spec]
+    parts = spec.split("/")
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or any(p not in SAMPLERS for p in parts):
+        known = sorted(PIPELINES) + sorted(SAMPLERS)
+        raise ValueError(f"unknown sampler spec {spec!r}; use one of {known} or 'LEVEL2/LEVEL1'")
+    return parts[0], parts[1]
+
+
+@dataclass
+class CompressResult:
+    data: bytes
+    width: int
+    height: int
+    bpp: float  # actual: len(data) * 8 / pixels
+    psnr: float  # of `reconstruction` against the input
+    ms_ssim: float
+    kl_bits: float  # theoretical rate: KL[q2‖p2] + KL[q1‖p1] (bits)
+    encode_seconds: float
+    reconstruction: np.ndarray  # exactly what decompress(data) returns on this device
+    kl_bits_per_level: dict[int, float] = field(default_factory=dict)
+    coded_bits_per_level: dict[int, int] = field(default_factory=dict)
+    theoretical_psnr: float | None = None  # reconstruction from exact posterior samples
+    theoretical_ms_ssim: float | None = None
+    seed: int = 0
+
+
+def _seed_from_pixels(rgb: np.ndarray) -> int:
+    """Default seed: a hash of the pixels, so the same image always gives the same bytes."""
+    h = hashlib.sha256(np.ascontiguousarray(rgb).tobytes() + repr(rgb.shape).encode()).digest()
+    return int.from_bytes(h[:8], "little") & (2**63 - 1)
+
+
+def _flat(g) -> DiagGaussian:
+    return DiagGaussian(g.mean.reshape(-1).contiguous(), g.std.reshape(-1).contiguous())
+
+
+class Codec:
+    """A loaded model plus a sampler pipeline. Thread-compatible, not thread-safe (one per worker)."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        sampler: str | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        model_name: str = "",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.device = torch.device(device)
+        self.loaded = loaded
+        self.model = loaded.model.to(self.device).eval().requires_grad_(False)
+        self.model_name = model_name or loaded.meta.get("name", "") or loaded.fingerprint[:12]
+        self.sampler_names = parse_pipeline(sampler)
+        self.samplers: dict[int, CodedSampler] = {2: get_sampler(self.sampler_names[0]), 1: get_sampler(self.sampler_names[1])}
+        self.max_pixels = max_pixels
+
+    @property
+    def fingerprint(self) -> str:
+        return self.loaded.fingerprint
+
+    @property
+    def sampler_name(self) -> str:
+        return "/".join(self.sampler_names)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _to_rgb(self, image) -> np.ndarray:
+        if isinstance(image, bytes | bytearray | memoryview):
+            return decode_image(bytes(image), max_pixels=self.max_pixels)
+        if isinstance(image, Image.Image):
+            return to_rgb_array(image, max_pixels=self.max_pixels)
+        if isinstance(image, str | Path):
+            return decode_image(Path(image).read_bytes(), max_pixels=self.max_pixels)
+        arr = np.asarray(image)
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise ImageError(f"expected an HxWx3 uint8 array, got shape {arr.shape} dtype {arr.dtype}")
+        if arr.shape[0] * arr.shape[1] > self.max_pixels:
+            raise ImageError(f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {self.max_pixels}")
+        return np.ascontiguousarray(arr)
+
+    def _image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(self.device, torch.float32).div_(255.0)[None]
+
+    def _to_uint8(self, x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
+        x = x_hat[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
+        return x.permute(1, 2, 0).cpu().numpy()
+
+    def _latent_shapes(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        hp = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE
+        wp = -(-w // TOTAL_STRIDE) * TOTAL_STRIDE
+        c = self.loaded.config
+        return (1, c.G, hp // 64, wp // 64), (1, c.M, hp // 16, wp // 16)
+
+    # -- encode ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False) -> CompressResult:
+        """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality)."""
+        from raybb.metrics import ms_ssim, psnr  # metrics pulls pytorch-msssim; keep import lazy
+
+        t0 = time.perf_counter()
+        rgb = self._to_rgb(image)
+        h, w = rgb.shape[:2]
+        if h > bitstream.MAX_DIMENSION or w > bitstream.MAX_DIMENSION:
+            raise ImageError(f"image {w}x{h} exceeds the format limit of {bitstream.MAX_DIMENSION} per side")
+        seed = _seed_from_pixels(rgb) if seed is None else int(seed)
+        if not 0 <= seed < 2**63:
+            raise CodingError("seed must be in [0, 2**63)")
+        x, _ = pad_to_stride(self._image_tensor(rgb))
+        m = self.model
+        bu = m.bottom_up(x)
+        q2 = m.posterior2(bu)
+        p2 = m.prior2_like(q2)
+        enc2 = self.samplers[2].encode(_flat(q2), _flat(p2), StreamKey(seed, 0, 2))
+        z2 = enc2.sample.reshape(q2.mean.shape)
+        p1 = m.prior1(z2)
+        q1 = m.posterior1(bu, p1)
+        enc1 = self.samplers[1].encode(_flat(q1), _flat(p1), StreamKey(seed, 0, 1))
+        z1 = enc1.sample.reshape(q1.mean.shape)
+        rec = self._to_uint8(m.synthesize(z1), h, w)
+        sections = []
+        for level, enc, q in ((2, enc2, q2), (1, enc1, q1)):
+            s = self.samplers[level]
+            sections.append(bitstream.Section(level, s.sampler_id, tuple(s.params()), q.mean.numel(), enc.payload))
+        data = bitstream.pack(
+            bitstream.Container(fingerprint=self.loaded.short_fingerprint, width=w, height=h, seed=seed, sections=tuple(sections))
+        )
+        seconds = time.perf_counter() - t0
+        kl2 = float(q2.kl(p2).sum()) / math.log(2)
+        kl1 = float(q1.kl(p1).sum()) / math.log(2)
+        res = CompressResult(
+            data=data,
+            width=w,
+            height=h,
+            bpp=len(data) * 8 / (w * h),
+            psnr=psnr(rgb, rec),
+            ms_ssim=ms_ssim(rgb, rec),
+            kl_bits=kl1 + kl2,
+            encode_seconds=seconds,
+            reconstruction=rec,
+            kl_bits_per_level={2: kl2, 1: kl1},
+            coded_bits_per_level={2: 8 * len(enc2.payload), 1: 8 * len(enc1.payload)},
+            seed=seed,
+        )
+        if theoretical:
+            g = torch.Generator(device=self.device).manual_seed(seed)
+            z2e = q2.mean + q2.std * torch.randn(q2.mean.shape, generator=g, device=self.device)
+            p1e = m.prior1(z2e)
+            q1e = m.posterior1(bu, p1e)
+            z1e = q1e.mean + q1e.std * torch.randn(q1e.mean.shape, generator=g, device=self.device)
+            rec_e = self._to_uint8(m.synthesize(z1e), h, w)
+            res.theoretical_psnr = psnr(rgb, rec_e)
+            res.theoretical_ms_ssim = ms_ssim(rgb, rec_e)
+        return res
+
+    def compress(self, image, *, seed: int | None = None) -> bytes:
+        return self.compress_with_stats(image, seed=seed).data
+
+    # -- decode ---------------------------------------------------------------------------
+    def inspect(self, data: bytes) -> bitstream.Container:
+        return bitstream.parse(data)
+
+    @torch.no_grad()
+    def decompress(self, data: bytes) -> np.ndarray:
+        """Decode a .rbb byte string to an HxWx3 uint8 array; raises BitstreamError subclasses."""
+        c = bitstream.parse(data)
+        if c.fingerprint != self.loaded.short_fingerprint:
+            raise ModelMismatch(
+                f"bitstream made by model {c.fingerprint.hex()}, this codec has {self.loaded.short_fingerprint.hex()}"
+            )
+        if c.width * c.height > self.max_pixels:
+            raise CorruptPayload(f"bitstream declares {c.width}x{c.height}, above the pixel limit")
+        if len(c.sections) != 2:
+            raise CorruptPayload(f"expected 2 level sections, found {len(c.sections)}")
+        shape2, shape1 = self._latent_shapes(c.height, c.width)
+        m = self.model
+        s2 = c.section(2)
+        s1 = c.section(1)
+        for s, shape in ((s2, shape2), (s1, shape1)):
+            if s.num_dims != math.prod(shape):
+                raise CorruptPayload(f"level {s.level} has {s.num_dims} dims; {math.prod(shape)} expected for this size")
+        sampler2 = self._sampler_for(s2)
+        sampler1 = self._sampler_for(s1)
+        zeros = torch.zeros(shape2, device=self.device)
+        p2 = DiagGaussian(zeros.reshape(-1), torch.ones_like(zeros).reshape(-1))
+        z2 = sampler2.decode(p2, StreamKey(c.seed, 0, 2), s2.payload).reshape(shape2)
+        p1 = m.prior1(z2)
+        z1 = sampler1.decode(_flat(p1), StreamKey(c.seed, 0, 1), s1.payload).reshape(shape1)
+        return self._to_uint8(m.synthesize(z1), c.height, c.width)
+
+    def _sampler_for(self, s: bitstream.Section) -> CodedSampler:
+        try:
+            return get_sampler(s.sampler_id, tuple(s.params))
+        except CorruptPayload:
+            raise
+        except (KeyError, ValueError, TypeError) as e:
+            raise CorruptPayload(f"level {s.level}: unknown sampler id {s.sampler_id} or bad parameters: {e}") from e
+
+    def decompress_to_png(self, data: bytes) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(self.decompress(data), "RGB").save(buf, format="PNG")
+        return buf.getvalue()
+
+
+def load_codec(
+    model: str | Path | int | None = None,
+    *,
+    sampler: str | None = None,
+    device: str | torch.device | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Codec:
+    """Load a model (registry name, quality number, or path to .safetensors; None = default) into a Codec."""
+    from raybb.registry import resolve_model
+
+    path = resolve_model(model)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    loaded = load_weights(path, device=dev)
+    name = Path(path).stem
+    return Codec(loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels)
