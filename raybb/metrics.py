@@ -13,7 +13,7 @@ table are the same number:
 Small images and MS-SSIM. The standard 5-scale MS-SSIM with an 11-tap window needs the smaller side
 to exceed ``(11 - 1) * 2**4 = 160`` pixels. For smaller images we use *fewer scales* rather than
 failing: the largest ``n`` with ``min(h, w) > 10 * 2**(n - 1)``, with the first ``n`` standard
-weights renormalised to sum to 1 (``ms_ssim_scales`` tells how many were used). Such values are a
+weights rescaled to the full set's sum (``ms_ssim_scales`` tells how many were used). Such values are a
 usable quality signal for tests and thumbnails but are **not comparable** with 5-scale values;
 the evaluation tables record the scale count per image. Below 11 pixels no SSIM window fits and
 ``ms_ssim`` returns NaN.
@@ -25,7 +25,9 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pytorch_msssim import ms_ssim as _pt_ms_ssim
+from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 
 __all__ = [
     "MS_SSIM_WEIGHTS",
@@ -92,17 +94,39 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     n = ms_ssim_scales(h, w)
     if n == 0:
         return math.nan
-    if n == len(MS_SSIM_WEIGHTS):
-        weights = list(MS_SSIM_WEIGHTS)
-    else:
-        s = sum(MS_SSIM_WEIGHTS[:n])
-        weights = [x / s for x in MS_SSIM_WEIGHTS[:n]]
     with torch.inference_mode():
         # astype copies into a writable float32 buffer (decoded arrays are often read-only)
         x = torch.from_numpy(a.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
         y = torch.from_numpy(b.astype(np.float32)).permute(2, 0, 1).unsqueeze(0)
-        v = _pt_ms_ssim(x, y, data_range=255, size_average=True, win_size=MS_SSIM_WIN_SIZE, weights=weights)
+        if n == len(MS_SSIM_WEIGHTS):
+            v = _pt_ms_ssim(x, y, data_range=255, size_average=True, win_size=MS_SSIM_WIN_SIZE)
+        else:
+            v = _ms_ssim_fewer_scales(x, y, n)
     return float(v)
+
+
+def _ms_ssim_fewer_scales(x: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    """pytorch-msssim's MS-SSIM loop with ``n`` scales and renormalised weights.
+
+    pytorch-msssim asserts a 161 px minimum whatever ``weights`` says, so for small images we run
+    the same loop (same window, same per-level SSIM from its ``_ssim``, same pooling) ourselves.
+    """
+    # scale the first n weights to the full set's sum (1.0001, as published), so n=5 is the reference
+    w = torch.tensor(MS_SSIM_WEIGHTS[:n], dtype=torch.float64)
+    w = (w * (sum(MS_SSIM_WEIGHTS) / w.sum())).to(x.dtype)
+    win = _fspecial_gauss_1d(MS_SSIM_WIN_SIZE, 1.5).repeat([x.shape[1], 1, 1, 1])
+    mcs = []
+    ssim_pc = None
+    for i in range(n):
+        ssim_pc, cs = _ssim(x, y, win=win, data_range=255, size_average=False, K=(0.01, 0.03))
+        if i < n - 1:
+            mcs.append(torch.relu(cs))
+            pad = [s % 2 for s in x.shape[2:]]
+            x = F.avg_pool2d(x, kernel_size=2, padding=pad)
+            y = F.avg_pool2d(y, kernel_size=2, padding=pad)
+    assert ssim_pc is not None
+    stack = torch.stack([*mcs, torch.relu(ssim_pc)], dim=0)
+    return torch.prod(stack ** w.view(-1, 1, 1), dim=0).mean()
 
 
 def ms_ssim_db(v: float) -> float:
