@@ -74,8 +74,8 @@ def test_specific_errors():
 def test_lengths_checked_even_with_valid_crc():
     """A forged file with a correct CRC but impossible lengths is refused, not over-read."""
     data = bytearray(pack(sample_container())[:-4])
-    # payload length of the first section: header(31) + sec head(3) + 3 params*4 + num_dims(4)
-    off = 31 + 3 + 12 + 4
+    # payload length of the first section: header(32) + section head(3) + 3 params*4 + num_dims(4)
+    off = 32 + 3 + 12 + 4
     struct.pack_into("<I", data, off, 2**31)
     with pytest.raises(TruncatedBitstream):
         parse(with_crc(bytes(data)))
