@@ -79,12 +79,16 @@ class Location:
         root_cmp = root.lstrip("/") if not self.is_local else root
         if root_cmp and not p.startswith(root_cmp + "/") and p != root_cmp:
             raise ValueError(f"{path!r} is not under {self.root!r}")
-        return p[len(root_cmp):].lstrip("/")
+        return p[len(root_cmp) :].lstrip("/")
 
     def child(self, key: str) -> Location:
         """A Location for a sub-prefix (same filesystem options)."""
-        return Location(url=self.url.rstrip("/") + "/" + key.strip("/"), protocol=self.protocol,
-                        root=self.path(key), options=self.options)
+        return Location(
+            url=self.url.rstrip("/") + "/" + key.strip("/"),
+            protocol=self.protocol,
+            root=self.path(key),
+            options=self.options,
+        )
 
 
 def join_key(root: str, key: str) -> str:

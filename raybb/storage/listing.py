@@ -17,7 +17,18 @@ __all__ = ["ObjectInfo", "iter_objects", "count_objects", "IMAGE_SUFFIXES", "is_
 
 #: Source suffixes a compress job picks up (case-insensitive).
 IMAGE_SUFFIXES: tuple[str, ...] = (
-    ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif", ".jxl", ".avif",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".webp",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+    ".gif",
+    ".jxl",
+    ".avif",
 )
 
 

@@ -216,8 +216,12 @@ def manifest_location(manifest: str | None, dst: Location) -> Location:
 
 
 def _parts_location(manifest: Location) -> Location:
-    return Location(url=manifest.url + ".parts", protocol=manifest.protocol,
-                    root=manifest.root + ".parts", options=manifest.options)
+    return Location(
+        url=manifest.url + ".parts",
+        protocol=manifest.protocol,
+        root=manifest.root + ".parts",
+        options=manifest.options,
+    )
 
 
 def _to_table(rows: Iterable[Any], schema: pa.Schema) -> pa.Table:
@@ -297,8 +301,7 @@ def _part_keys(manifest: Location) -> list[str]:
         except FileNotFoundError:
             return []
         return sorted(
-            parts.rel(n) for n in names
-            if n.rsplit("/", 1)[-1].startswith("part-") and n.endswith(".parquet")
+            parts.rel(n) for n in names if n.rsplit("/", 1)[-1].startswith("part-") and n.endswith(".parquet")
         )
 
     return retry(call, what="list manifest parts")
@@ -358,8 +361,9 @@ def compact_manifest(manifest: Location, schema: pa.Schema = COMPRESS_SCHEMA) ->
     if part_keys or not manifest.fs.exists(manifest.root):
         table = table.sort_by("key")
         parent, name = posixpath.split(manifest.root)
-        parent_loc = Location(url=manifest.url, protocol=manifest.protocol, root=parent,
-                              options=manifest.options)
+        parent_loc = Location(
+            url=manifest.url, protocol=manifest.protocol, root=parent, options=manifest.options
+        )
         write_atomic(parent_loc, name, _table_bytes(table))
         parts = _parts_location(manifest)
         for key in part_keys:

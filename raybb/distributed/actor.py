@@ -1,0 +1,255 @@
+"""The Ray actor that compresses (or decompresses) whole shards.
+
+Each actor builds its codec once (one model replica per GPU, or per CPU slot with one torch
+thread), reads its shard's objects itself, writes the outputs itself (atomically), and returns
+only small manifest rows to the driver, so the driver never holds image bytes.
+
+Per-image failures (undecodable image, too large, codec error) become ``error`` rows and the shard
+goes on. Storage failures that outlast the storage layer's retries raise out of the shard, so the
+driver retries the whole shard (possibly on another actor); outputs are atomic, so a retried
+shard only rewrites complete objects with the same content.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from raybb.distributed.partition import Shard
+from raybb.errors import BitstreamError, ImageError, ModelMismatch, StorageError
+from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, encode_png
+from raybb.storage import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_SKIPPED,
+    CompressRow,
+    DecompressRow,
+    Location,
+    exists,
+    read_bytes,
+    sha256_hex,
+    write_atomic,
+)
+
+__all__ = ["CompressorActor", "bitstream_key_for", "png_key_for", "BITSTREAM_SUFFIX"]
+
+BITSTREAM_SUFFIX = ".rbb"
+
+
+def bitstream_key_for(source_key: str) -> str:
+    """``photos/a.jpg`` -> ``photos/a.jpg.rbb``: the source extension stays, so a.jpg/a.png never collide."""
+    return source_key + BITSTREAM_SUFFIX
+
+
+def png_key_for(bitstream_key: str) -> str:
+    """``photos/a.jpg.rbb`` -> ``photos/a.jpg.png``; ``photos/a.png.rbb`` -> ``photos/a.png``."""
+    base = (
+        bitstream_key[: -len(BITSTREAM_SUFFIX)] if bitstream_key.endswith(BITSTREAM_SUFFIX) else bitstream_key
+    )
+    return base if base.lower().endswith(".png") else base + ".png"
+
+
+def _err(e: BaseException) -> str:
+    msg = str(e).strip().replace("\n", " ")
+    return f"{type(e).__name__}: {msg}"[:1000]
+
+
+def _load_factory(spec: str | None) -> Callable[..., Any]:
+    """``"module:function"`` -> the function (default ``raybb.codec:load_codec``)."""
+    mod, _, fn = (spec or "raybb.codec:load_codec").partition(":")
+    return getattr(importlib.import_module(mod), fn)
+
+
+class CompressorActor:
+    """Owns one codec replica; ``compress_shard``/``decompress_shard`` return manifest rows.
+
+    Plain class: the driver wraps it with ``ray.remote`` and the resource options it chooses, so it
+    can also be used (and unit-tested) in-process.
+    """
+
+    def __init__(
+        self,
+        src: Location,
+        dst: Location,
+        *,
+        run_id: str,
+        model: str | None = None,
+        sampler: str | None = None,
+        device: str = "cpu",
+        verify: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        torch_threads: int | None = 1,
+        codec_factory: str | None = None,
+    ) -> None:
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        self.src, self.dst = src, dst
+        self.run_id = run_id
+        self.verify = verify
+        self.max_pixels = max_pixels
+        self.codec = _load_factory(codec_factory)(model=model, sampler=sampler, device=device)
+        self.worker_id, self.node_id = _ray_ids()
+
+    # -- small helpers -------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        """Who and what this actor is (the driver waits for this before sending work)."""
+        return {
+            "worker_id": self.worker_id,
+            "node_id": self.node_id,
+            "pid": os.getpid(),
+            "model_fingerprint": self.codec.fingerprint,
+            "model_name": self.codec.model_name,
+            "sampler": self.codec.sampler_name,
+        }
+
+    def _base_row(self, key: str, attempt: int) -> CompressRow:
+        return CompressRow(
+            key=key,
+            status=STATUS_ERROR,
+            bitstream_key=bitstream_key_for(key),
+            model_fingerprint=self.codec.fingerprint,
+            model_name=self.codec.model_name,
+            sampler=self.codec.sampler_name,
+            worker_id=self.worker_id,
+            node_id=self.node_id,
+            run_id=self.run_id,
+            attempt=attempt,
+        )
+
+    # -- compress ------------------------------------------------------------------------------
+    def compress_shard(self, shard: Shard, attempt: int = 1, overwrite: bool = False) -> list[CompressRow]:
+        """Compress every key of ``shard``; one row per key, in order.
+
+        ``overwrite=False``: a bitstream that already exists (left by a run whose manifest rows were
+        lost) is decoded and checked against the source instead of recompressed (status skipped).
+        """
+        return [self._compress_one(key, attempt, overwrite) for key in shard.keys]
+
+    def _compress_one(self, key: str, attempt: int, overwrite: bool) -> CompressRow:
+        from raybb import metrics
+
+        row = self._base_row(key, attempt)
+        out_key = row.bitstream_key
+        assert out_key is not None
+        try:
+            data = read_bytes(self.src, key)
+        except FileNotFoundError as e:
+            return self._finish(row, error=f"source object disappeared: {_err(e)}")
+        row.source_bytes, row.source_sha256 = len(data), sha256_hex(data)
+        try:
+            rgb = decode_image(data, max_pixels=self.max_pixels)
+        except ImageError as e:
+            return self._finish(row, error=_err(e))
+        del data
+        h, w = rgb.shape[:2]
+        row.width, row.height = w, h
+
+        if not overwrite and exists(self.dst, out_key):
+            existing = read_bytes(self.dst, out_key)
+            try:
+                rec = self.codec.decompress(existing)
+            except (ModelMismatch, BitstreamError):
+                rec = None  # made by another model, or not ours: compress again below
+            if rec is not None and rec.shape == rgb.shape:
+                row.bitstream_bytes, row.bitstream_sha256 = len(existing), sha256_hex(existing)
+                row.bpp = metrics.bpp(len(existing), h, w)
+                row.psnr = float(metrics.psnr(rgb, rec))
+                row.ms_ssim = float(metrics.ms_ssim(rgb, rec))
+                row.verified = True
+                row.status = STATUS_SKIPPED
+                return self._finish(row)
+
+        try:
+            t0 = time.perf_counter()
+            res = self.codec.compress_with_stats(rgb)
+            seconds = time.perf_counter() - t0
+            if self.verify:
+                dec = self.codec.decompress(res.data)
+                if dec.shape != rgb.shape or not np.array_equal(dec, res.reconstruction):
+                    return self._finish(row, error="VerifyError: decoded image differs from the encoder's")
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad image must not stop the shard
+            return self._finish(row, error=_err(e))
+        write_atomic(self.dst, out_key, res.data)
+        row.bitstream_bytes, row.bitstream_sha256 = len(res.data), sha256_hex(res.data)
+        row.bpp = float(res.bpp)
+        row.psnr = float(res.psnr)
+        row.ms_ssim = float(res.ms_ssim)
+        row.kl_bits = float(res.kl_bits)
+        row.encode_seconds = float(getattr(res, "encode_seconds", None) or seconds)
+        row.verified = bool(self.verify)
+        row.status = STATUS_OK
+        return self._finish(row)
+
+    @staticmethod
+    def _finish(row: Any, error: str | None = None) -> Any:
+        if error is not None:
+            row.status, row.error = STATUS_ERROR, error
+        row.finished_at = datetime.now(UTC)
+        return row
+
+    # -- decompress ----------------------------------------------------------------------------
+    def decompress_shard(
+        self, shard: Shard, attempt: int = 1, overwrite: bool = False
+    ) -> list[DecompressRow]:
+        """Decode every bitstream of ``shard`` to a PNG under the destination; one row per key."""
+        return [self._decompress_one(key, attempt, overwrite) for key in shard.keys]
+
+    def _decompress_one(self, key: str, attempt: int, overwrite: bool) -> DecompressRow:
+        row = DecompressRow(
+            key=key,
+            status=STATUS_ERROR,
+            output_key=png_key_for(key),
+            worker_id=self.worker_id,
+            node_id=self.node_id,
+            run_id=self.run_id,
+            attempt=attempt,
+        )
+        out_key = row.output_key
+        assert out_key is not None
+        try:
+            data = read_bytes(self.src, key)
+        except FileNotFoundError as e:
+            return self._finish(row, error=f"bitstream disappeared: {_err(e)}")
+        row.bitstream_bytes, row.bitstream_sha256 = len(data), sha256_hex(data)
+        try:
+            t0 = time.perf_counter()
+            rgb = self.codec.decompress(data)
+            row.decode_seconds = time.perf_counter() - t0
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a corrupt bitstream is a row, not a crash
+            return self._finish(row, error=_err(e))
+        row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
+        row.model_fingerprint = self.codec.fingerprint
+        png = encode_png(rgb)
+        if overwrite or not exists(self.dst, out_key):
+            write_atomic(self.dst, out_key, png)
+            row.status = STATUS_OK
+        else:
+            row.status = STATUS_SKIPPED
+        row.output_bytes, row.output_sha256 = len(png), sha256_hex(png)
+        return self._finish(row)
+
+
+def _ray_ids() -> tuple[str | None, str | None]:
+    """(actor id, node id) when running inside Ray, else (None, None)."""
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None, None
+        ctx = ray.get_runtime_context()
+        actor = ctx.get_actor_id()
+        return (actor if actor else f"pid-{os.getpid()}"), ctx.get_node_id()
+    except Exception:  # noqa: BLE001 - ids are informational
+        return None, None
