@@ -13,7 +13,13 @@ import math
 import pytest
 import torch
 
-from raybb.model.distributions import STD_FLOOR, Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
+from raybb.model.distributions import (
+    STD_FLOOR,
+    Gaussian,
+    LaplaceLikelihood,
+    positive_scale,
+    precision_weighted,
+)
 from raybb.model.ladder import LadderNetwork, pad_to_stride
 
 N_MC = 200_000

@@ -37,7 +37,8 @@ def test_gdn_initialisation_values() -> None:
 
 
 def test_gdn_formula_and_bounds() -> None:
-    """y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2): |GDN(x)| <= |x|/sqrt(beta), |IGDN(x)| >= |x| sqrt(beta)."""
+    """y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2), so |GDN(x)| <= |x|/sqrt(beta) and
+    |IGDN(x)| >= |x| sqrt(beta)."""
     torch.manual_seed(1)
     g, ig = GDN(6), GDN(6, inverse=True)
     with torch.no_grad():
