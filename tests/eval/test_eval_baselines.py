@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import synthetic_image
+from eval_helpers import synthetic_image
 
 from raybb import metrics
 from raybb.baselines import BASELINES, baseline_names, get_baseline, library_versions

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import QuantizingCodec
+from eval_helpers import QuantizingCodec
 
 from raybb.evaluation import (
     KODAK_ANCHORS,

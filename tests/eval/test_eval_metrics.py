@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_image
+from eval_helpers import synthetic_image
 from pytorch_msssim import ms_ssim as reference_ms_ssim
 
 from raybb import metrics
