@@ -1,0 +1,71 @@
+"""Compress (or decompress) a whole bucket prefix on a Ray cluster: arguments -> library call.
+
+    ray submit cluster.yaml jobs/compress_bucket.py -- --src s3://bucket/photos/ --dst s3://bucket/archive/
+    ray job submit --working-dir . -- python jobs/compress_bucket.py --src ... --dst ...
+    python jobs/compress_bucket.py --src ./photos --dst ./archive          # local Ray, started for you
+
+Credentials come from the standard AWS chain (instance profile on the cluster); none are taken here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True, help="source prefix (s3://..., file://..., or a path)")
+    p.add_argument("--dst", required=True, help="destination prefix")
+    p.add_argument("--decompress", action="store_true", help="decode .rbb bitstreams to PNG instead")
+    p.add_argument("--manifest", default=None, help="manifest URL (default <dst>/_manifest.parquet)")
+    p.add_argument("--num-workers", type=int, default=None, help="actors (default: one per GPU or CPU)")
+    p.add_argument("--use-gpu", choices=["auto", "yes", "no"], default="auto",
+                   help="'yes' on autoscaling clusters whose GPU workers start at 0")
+    p.add_argument("--shard-size", type=int, default=16, help="images per shard")
+    p.add_argument("--verify", action="store_true", help="decode each bitstream before marking it ok")
+    p.add_argument("--model", default=None)
+    p.add_argument("--sampler", default=None)
+    p.add_argument("--no-resume", action="store_true", help="do not skip images finished by earlier runs")
+    p.add_argument("--overwrite", action="store_true", help="recompress outputs that exist without a row")
+    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+
+    from raybb.distributed.driver import compress_bucket, decompress_bucket
+
+    bar = None
+    progress = None
+    if not a.no_progress:
+        from tqdm import tqdm
+
+        def progress(ev):  # noqa: ANN001 - JobProgress
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=ev.total, unit="img", desc="decompress" if a.decompress else "compress",
+                           file=sys.stderr, mininterval=1.0)
+            bar.n = ev.done
+            bar.set_postfix(ok=ev.ok, err=ev.errors, skip=ev.skipped, workers=ev.workers, refresh=False)
+            bar.refresh()
+
+    use_gpu = {"auto": "auto", "yes": True, "no": False}[a.use_gpu]
+    common = dict(manifest=a.manifest, num_workers=a.num_workers, use_gpu=use_gpu, shard_size=a.shard_size,
+                  model=a.model, sampler=a.sampler, resume=not a.no_resume, overwrite=a.overwrite,
+                  progress=progress, ray_address=a.address)
+    if a.decompress:
+        summary = decompress_bucket(a.src, a.dst, **common)
+    else:
+        summary = compress_bucket(a.src, a.dst, verify=a.verify, **common)
+    if bar is not None:
+        bar.close()
+    out = {k: v for k, v in vars(summary).items() if k != "error_samples"}
+    out.update(images_per_s=round(summary.images_per_s, 3), mp_per_s=round(summary.mp_per_s, 4))
+    print(json.dumps(out, indent=1))
+    for line in summary.error_samples:
+        print("error:", line, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
