@@ -1,1 +1,35 @@
+"""Coded sampling (relative entropy coding) of diagonal-Gaussian latents with shared randomness.
 
+Pure PyTorch/NumPy + constriction: no nn.Module, no I/O.  Every sampler follows
+:class:`CodedSampler`; ``get_sampler(name_or_id, params)`` builds one from the integers written
+in a bitstream.  ``decode(p, key, enc.payload)`` is bit-identical to ``enc.sample`` on the same
+device.  Samplers: ``pfr`` (default, block Poisson functional representation), ``rejection``,
+``greedy``, ``importance`` (the seed's three).
+"""
+
+from __future__ import annotations
+
+from raybb.coding.base import (
+    SAMPLERS,
+    CodedSampler,
+    DiagGaussian,
+    EncodeResult,
+    StreamKey,
+    get_sampler,
+    kl_bits,
+)
+from raybb.coding.pfr import PFRSampler
+
+DEFAULT_SAMPLER = "pfr"
+
+__all__ = [
+    "StreamKey",
+    "DiagGaussian",
+    "EncodeResult",
+    "CodedSampler",
+    "SAMPLERS",
+    "get_sampler",
+    "kl_bits",
+    "PFRSampler",
+    "DEFAULT_SAMPLER",
+]

@@ -1,0 +1,108 @@
+"""Block splitting and 16-bit outliers, shared by the block-based samplers.
+
+Everything here that changes which bits are read is computed by the *encoder* only and then
+transmitted as integers (block sizes, outlier positions, the quantizer exponent).
+
+Outlier quantizer (standardized space, documented because it is part of the format):
+the encoder draws ``v ~ q'`` from the shared stream, picks the exponent ``e`` (sent in 6 bits as
+``e + 16``) so that ``|v| * 2**e <= 32766`` for every outlier, and sends
+``i = round(v * 2**e + u)`` as a 16-bit two's-complement word, where ``u`` in (-1/2, 1/2) is a
+dither drawn from the shared stream keyed by the outlier's dimension.  The decoder outputs
+``(i - u) * 2**-e``.  This is subtractive dithered quantization: the error is uniform on
+[-2**-e/2, 2**-e/2] and independent of ``v``, so an outlier is an exact sample of q convolved
+with a tiny uniform (step <= max|v|/16383 prior standard deviations).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from raybb.coding import randomness as rnd
+from raybb.coding.entropy import Reader, Writer
+from raybb.errors import CorruptPayload
+
+__all__ = [
+    "kl_blocks",
+    "write_positions",
+    "read_positions",
+    "OutlierCodec",
+]
+
+
+def kl_blocks(kl: np.ndarray, budget_bits: float, max_dims: int) -> np.ndarray:
+    """Split dims (raster order) into consecutive blocks of ~``budget_bits`` KL and <= ``max_dims``.
+
+    A dim goes to block ``floor((cumKL - kl/2) / budget)`` (the block containing the midpoint of
+    its KL interval), so a block's KL is at most ``budget`` plus half of each end dim's KL, and
+    never a whole budget off; blocks longer than ``max_dims`` are cut.  Returns block sizes.
+    Vectorised; sizes are transmitted, the decoder never recomputes them.
+    """
+    n = kl.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    kl = np.maximum(np.asarray(kl, dtype=np.float64), 0.0)
+    mid = np.cumsum(kl) - 0.5 * kl
+    bid = np.floor(mid / budget_bits).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    # cut long blocks into pieces of at most max_dims
+    pieces = -(-sizes // max_dims)
+    out = np.repeat(np.full(sizes.shape, max_dims, dtype=np.int64), pieces)
+    last = np.cumsum(pieces) - 1
+    out[last] = sizes - (pieces - 1) * max_dims
+    return out
+
+
+def write_positions(w: Writer, pos: np.ndarray) -> None:
+    """Sorted distinct positions as gaps (semi-static log-bucket code)."""
+    gaps = np.diff(np.r_[-1, pos]) - 1
+    w.log_bucket(gaps)
+
+
+def read_positions(r: Reader, n: int, d: int) -> np.ndarray:
+    gaps = r.log_bucket(n, limit=d)
+    pos = np.cumsum(gaps + 1) - 1
+    if n and pos[-1] >= d:
+        raise CorruptPayload("outlier position beyond the latent")
+    return pos
+
+
+class OutlierCodec:
+    """Dithered 16-bit outliers (see module docstring); ``tag`` separates samplers' streams."""
+
+    def __init__(self, key_noise: int, key_dither: int) -> None:
+        self.key_noise = key_noise
+        self.key_dither = key_dither
+
+    def _dither(self, pos: torch.Tensor) -> torch.Tensor:
+        return rnd.uniform(self.key_dither, pos, torch.zeros((), dtype=torch.int32)) - 0.5
+
+    def encode(self, w: Writer, m: torch.Tensor, s: torch.Tensor, pos_np: np.ndarray) -> None:
+        """Write e and the 16-bit words for outlier dims ``pos`` (positions written by the caller)."""
+        if pos_np.size == 0:
+            return
+        pos = torch.as_tensor(pos_np, device=m.device)
+        eps = rnd.normal(self.key_noise, pos, torch.zeros((), dtype=torch.int32))
+        v = (m[pos] + s[pos] * eps).double()
+        vmax = float(v.abs().max())
+        e = 47 if vmax == 0 else min(47, max(-16, math.floor(math.log2(32766.0 / vmax))))
+        u = self._dither(pos).double()
+        i = torch.round(v * (2.0**e) + u).clamp_(-32768, 32767).to(torch.int64)
+        w.uint(e + 16, 6)
+        w.uints((i.cpu().numpy() + 32768), 16)
+
+    @staticmethod
+    def read(r: Reader, n: int) -> tuple[int, np.ndarray]:
+        if n == 0:
+            return 0, np.zeros(0, dtype=np.int64)
+        e = r.uint(6) - 16
+        return e, r.uints(n, 16) - 32768
+
+    def values(self, e: int, words: np.ndarray, pos_np: np.ndarray, device: torch.device) -> torch.Tensor:
+        """Standardized outlier values (float32), the same ops on encoder and decoder."""
+        pos = torch.as_tensor(pos_np, device=device)
+        i = torch.as_tensor(words, device=device).to(torch.float32)
+        return torch.mul(torch.sub(i, self._dither(pos)), 2.0**-e)

@@ -1,0 +1,246 @@
+"""Block Poisson-functional-representation coder with shared candidate pools (the modern sampler).
+
+Algorithm (Li & El Gamal 2018; Theis & Yosri 2022 "ordered random coding"), per block of dims:
+candidates x_1, x_2, ... ~ p' = N(0, I) arrive at Poisson times T_1 < T_2 < ...; the encoder sends
+the rank K = argmin_i T_i / w(x_i), w = q'/p'.  With infinitely many candidates x_K ~ q' exactly and
+E[log K] <= KL + O(1); we stop at N = 2**log2_candidates candidates (the only source of bias; the
+benchmark measures it), and entropy-code K with a semi-static log-bucket model (``entropy.py``),
+which costs about KL + log2(KL + 1) + 1 bits per block.
+
+Blocks: dims with KL > ``outlier_bits`` become 16-bit dithered outliers (``blocks.py``); the
+rest are cut in raster order into blocks of ~``budget_bits`` of KL and at most ``max_dims`` dims.
+Block sizes and outlier positions are sent; the decoder never looks at floats to find them.
+
+Speed (why a pool): scoring N candidates for every block needs N x D log-weights.  Drawing N x D
+fresh normals costs far more than scoring them, so blocks of the same *width class*
+W = next_pow2(d) share one pool P_W of N x W normals, and each block b gets its own transform,
+all drawn from the shared stream by block index: a random row offset r_b (candidate of rank i is
+pool row (i + r_b) mod N), a random injective choice of d columns out of W, and random signs.
+Each block's candidate sequence is therefore still i.i.d. N(0, I_d) and independent of the
+shared arrival times, so every block's marginal is exactly PFR (truncated at N).  Blocks are not
+independent of each other any more (they reuse pool entries); the tests and the benchmark
+measure the cross-block correlation of the coded noise, which stays at the level of the
+sampling noise.  Log-weights are a quadratic form, log w = a.x^2 + b.x + c per dim, so a class
+is scored with one matrix product [P^2, P] (N x 2W) @ [A; B] (2W x blocks).  The decoder only
+regenerates the d entries of the selected pool row per block.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from raybb.coding import randomness as rnd
+from raybb.coding.base import (
+    DiagGaussian,
+    EncodeResult,
+    StreamKey,
+    check_pair,
+    check_prior,
+    kl_bits_std,
+    prior_sample,
+    register,
+    standardize,
+)
+from raybb.coding.blocks import OutlierCodec, kl_blocks, read_positions, write_positions
+from raybb.coding.entropy import Reader, Writer
+from raybb.errors import CorruptPayload
+
+__all__ = ["PFRSampler"]
+
+_POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
+
+
+class _Layout:
+    """Per-dim block membership derived from integers only (shared by encoder and decoder)."""
+
+    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, keys: dict, device) -> None:
+        self.n_blocks = len(sizes)
+        self.block_of = np.repeat(np.arange(self.n_blocks), sizes)
+        starts = np.cumsum(sizes) - sizes
+        self.j = np.arange(len(inl)) - starts[self.block_of]
+        self.inl = inl
+        wlog = np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64)
+        self.width = np.left_shift(np.int64(1), wlog)  # per block
+        self.classes = [int(w) for w in np.unique(self.width)]
+        self.device = device
+        nmask = (1 << log2n) - 1
+        b_all = torch.arange(self.n_blocks, device=device)
+        self.row_off = rnd.raw_bits(keys[_ROW], b_all, torch.zeros((), dtype=torch.int32)) & nmask
+        bo = torch.as_tensor(self.block_of, device=device)
+        jt = torch.as_tensor(self.j, device=device)
+        sbit = rnd.raw_bits(keys[_SIGN], bo, jt) & 1
+        self.sign = (1 - 2 * sbit).to(torch.float32)
+        self.col = torch.empty(len(inl), dtype=torch.int64, device=device)
+        self.per_class = {}
+        for w in self.classes:
+            blocks = np.flatnonzero(self.width == w)
+            bt = torch.as_tensor(blocks, device=device)
+            cols = torch.arange(w, device=device)
+            bits = rnd.raw_bits(keys[_PERM], bt[:, None], cols[None, :].to(torch.int32))
+            perm = torch.argsort((bits << 9) | cols[None, :], dim=1)
+            dims = np.flatnonzero(self.width[self.block_of] == w)
+            local = np.searchsorted(blocks, self.block_of[dims])
+            lt = torch.as_tensor(local, device=device)
+            self.col[torch.as_tensor(dims, device=device)] = perm[lt, jt[torch.as_tensor(dims, device=device)]]
+            self.per_class[w] = (blocks, dims, local)
+
+
+@register
+class PFRSampler:
+    """Block PFR / ordered random coding with pooled candidates (see module docstring)."""
+
+    sampler_id: ClassVar[int] = 4
+    name: ClassVar[str] = "pfr"
+
+    def __init__(self, budget_bits: int = 12, log2_candidates: int = 14, max_dims: int = 128,
+                 outlier_bits: int = 12) -> None:
+        self.budget_bits = int(budget_bits)
+        self.log2_candidates = int(log2_candidates)
+        self.max_dims = int(max_dims)
+        self.outlier_bits = int(outlier_bits)
+        self._validate()
+
+    def _validate(self) -> None:
+        if not 1 <= self.budget_bits <= 24:
+            raise CorruptPayload("pfr: budget_bits must be in [1, 24]")
+        if not self.budget_bits <= self.log2_candidates <= 22:
+            raise CorruptPayload("pfr: log2_candidates must be in [budget_bits, 22]")
+        if not 1 <= self.max_dims <= 256:
+            raise CorruptPayload("pfr: max_dims must be in [1, 256]")
+        if not 1 <= self.outlier_bits <= 64:
+            raise CorruptPayload("pfr: outlier_bits must be in [1, 64]")
+
+    def params(self) -> tuple[int, ...]:
+        return (self.budget_bits, self.log2_candidates, self.max_dims, self.outlier_bits)
+
+    @classmethod
+    def from_params(cls, params: tuple[int, ...]) -> PFRSampler:
+        if len(params) != 4 or not all(isinstance(x, int) for x in params):
+            raise CorruptPayload("pfr: expected 4 integer parameters")
+        return cls(*params)
+
+    def __repr__(self) -> str:
+        return f"PFRSampler{self.params()}"
+
+    @staticmethod
+    def _keys(key: StreamKey) -> dict:
+        return {t: rnd.fold_key(key.seed, key.image, key.level, PFRSampler.sampler_id * 16 + t) for t in range(7)}
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, q: DiagGaussian, p: DiagGaussian, key: StreamKey) -> EncodeResult:
+        d = check_pair(q, p)
+        dev = q.mean.device
+        keys = self._keys(key)
+        m, s = standardize(q, p)
+        kl = kl_bits_std(m, s)
+        kl_np = kl.cpu().numpy()
+        out_pos = np.flatnonzero(kl_np > self.outlier_bits)
+        inl = np.flatnonzero(kl_np <= self.outlier_bits)
+        sizes = kl_blocks(kl_np[inl], self.budget_bits, self.max_dims)
+        lay = _Layout(inl, sizes, self.log2_candidates, keys, dev)
+        ranks = self._search(m, s, lay, keys)
+
+        w = Writer()
+        w.uint(d, 32)
+        w.uint(len(out_pos), 32)
+        write_positions(w, out_pos)
+        OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos)
+        w.uint(len(sizes), 32)
+        w.log_bucket(sizes - 1)
+        w.log_bucket(ranks)
+        payload = w.finish()
+        sample = self.decode(p, key, payload)
+        bsum = np.bincount(lay.block_of, weights=kl_np[inl], minlength=len(sizes))
+        stats = {
+            "kl_bits": float(kl_np.sum()),
+            "coded_bits": 8 * len(payload),
+            "n_outliers": int(len(out_pos)),
+            "n_blocks": int(len(sizes)),
+            "outlier_kl_bits": float(kl_np[out_pos].sum()),
+            "max_block_kl_bits": float(bsum.max()) if len(sizes) else 0.0,
+            "mean_log2_rank": float(np.log2(ranks + 1).mean()) if len(sizes) else 0.0,
+        }
+        return EncodeResult(payload=payload, sample=sample, stats=stats)
+
+    def _search(self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict) -> np.ndarray:
+        """Rank of the PFR winner for every block (truncated at N candidates)."""
+        dev = m.device
+        n = 1 << self.log2_candidates
+        ranks = np.zeros(lay.n_blocks, dtype=np.int64)
+        if lay.n_blocks == 0:
+            return ranks
+        u = rnd.uniform(keys[_ARRIVAL], torch.zeros((), dtype=torch.int64, device=dev),
+                        torch.arange(n, device=dev, dtype=torch.int32)).double()
+        log_t = torch.log(torch.cumsum(-torch.log(u), 0)).to(torch.float32)
+        inl = torch.as_tensor(lay.inl, device=dev)
+        mi, si = m[inl].double(), s[inl].double()
+        inv = 1.0 / (si * si)
+        a = (0.5 - 0.5 * inv).to(torch.float32)
+        b = (mi * inv).to(torch.float32) * lay.sign
+        c = -torch.log(si) - 0.5 * mi * mi * inv
+        for w in lay.classes:
+            blocks, dims, local = lay.per_class[w]
+            nb = len(blocks)
+            dims_t = torch.as_tensor(dims, device=dev)
+            local_t = torch.as_tensor(local, device=dev)
+            col = lay.col[dims_t]
+            coef = torch.zeros(2 * w, nb, dtype=torch.float32, device=dev)
+            coef[col, local_t] = a[dims_t]
+            coef[w + col, local_t] = b[dims_t]
+            cb = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, local_t, c[dims_t]).to(torch.float32)
+            pool = rnd.normal(keys[_POOL], torch.tensor(w, device=dev),
+                              torch.arange(n * w, device=dev, dtype=torch.int32)).view(n, w)
+            feats = torch.cat([pool * pool, pool], 1)
+            roff = lay.row_off[torch.as_tensor(blocks, device=dev)]
+            best = torch.full((nb,), float("inf"), device=dev)
+            best_row = torch.zeros(nb, dtype=torch.int64, device=dev)
+            rows_per = max(16, min(n, (1 << 22) // max(nb, 1)))
+            for r0 in range(0, n, rows_per):
+                r1 = min(n, r0 + rows_per)
+                lw = feats[r0:r1] @ coef
+                lw += cb
+                rank = (torch.arange(r0, r1, device=dev)[:, None] - roff[None, :]) & (n - 1)
+                score = log_t[rank] - lw
+                val, arg = score.min(0)
+                better = val < best
+                best = torch.where(better, val, best)
+                best_row = torch.where(better, arg + r0, best_row)
+            ranks[blocks] = ((best_row - roff) & (n - 1)).cpu().numpy()
+        return ranks
+
+    # ------------------------------------------------------------------ decoder
+    def decode(self, p: DiagGaussian, key: StreamKey, payload: bytes) -> torch.Tensor:
+        d = check_prior(p)
+        dev = p.mean.device
+        keys = self._keys(key)
+        r = Reader(payload)
+        if r.uint(32) != d:
+            raise CorruptPayload("pfr: payload was made for a latent of another size")
+        n_out = r.uint(32, limit=d)
+        out_pos = read_positions(r, n_out, d)
+        e, words = OutlierCodec.read(r, n_out)
+        n_blocks = r.uint(32, limit=d - n_out)
+        sizes = r.log_bucket(n_blocks, limit=self.max_dims - 1) + 1
+        if int(sizes.sum()) != d - n_out:
+            raise CorruptPayload("pfr: block sizes do not cover the latent")
+        ranks = r.log_bucket(n_blocks, limit=(1 << self.log2_candidates) - 1)
+        r.finish()
+        mask = np.ones(d, dtype=bool)
+        mask[out_pos] = False
+        inl = np.flatnonzero(mask)
+        z = torch.zeros(d, dtype=torch.float32, device=dev)
+        if n_out:
+            z[torch.as_tensor(out_pos, device=dev)] = OutlierCodec(keys[_ONOISE], keys[_ODITHER]).values(
+                e, words, out_pos, dev)
+        if n_blocks:
+            lay = _Layout(inl, sizes, self.log2_candidates, keys, dev)
+            nmask = (1 << self.log2_candidates) - 1
+            bo = torch.as_tensor(lay.block_of, device=dev)
+            row = (torch.as_tensor(ranks, device=dev)[bo] + lay.row_off[bo]) & nmask
+            wid = torch.as_tensor(lay.width, device=dev)[bo]
+            vals = rnd.normal(keys[_POOL], wid, (row * wid + lay.col).to(torch.int32))
+            z[torch.as_tensor(inl, device=dev)] = vals * lay.sign
+        return prior_sample(p, z)
