@@ -59,11 +59,11 @@ def object_size(loc: Location, key: str) -> int | None:
     return retry(call, what=f"size {key}")
 
 
-def write_atomic(loc: Location, key: str, data: bytes) -> None:
+def write_atomic(loc: Location, key: str, data: bytes, *, attempts: int = 8) -> None:
     """Write ``data`` to ``key`` so that readers see either nothing or the complete object."""
     fs, path = loc.fs, loc.path(key)
     if loc.is_local:
-        retry(lambda: _write_local_atomic(path, data), what=f"write {key}")
+        retry(lambda: _write_local_atomic(path, data), what=f"write {key}", attempts=attempts)
         return
 
     def put() -> None:
@@ -71,7 +71,7 @@ def write_atomic(loc: Location, key: str, data: bytes) -> None:
         if hasattr(fs, "invalidate_cache"):
             fs.invalidate_cache(path)
 
-    retry(put, what=f"write {key}")
+    retry(put, what=f"write {key}", attempts=attempts)
 
 
 def _write_local_atomic(path: str, data: bytes) -> None:
