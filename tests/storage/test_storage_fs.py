@@ -40,8 +40,11 @@ def _fill(loc: Location) -> None:
 
 
 def _locations(tmp_path, s3=None):
-    locs = [resolve(str(tmp_path / "plain")), resolve(f"file://{tmp_path}/url"),
-            resolve(f"memory://raybb-{uuid.uuid4().hex[:8]}/p")]
+    locs = [
+        resolve(str(tmp_path / "plain")),
+        resolve(f"file://{tmp_path}/url"),
+        resolve(f"memory://raybb-{uuid.uuid4().hex[:8]}/p"),
+    ]
     if s3 is not None:
         locs.append(resolve(f"s3://raybb-{uuid.uuid4().hex[:8]}/photos", s3.storage_options))
     return locs
@@ -138,7 +141,9 @@ def test_retry_backs_off_then_succeeds_or_raises_storage_error():
         retry(lambda: (_ for _ in ()).throw(TimeoutError("slow")), what="k", attempts=2, base_delay=0.001)
     n = []
     with pytest.raises(FileNotFoundError):  # not retried
-        retry(lambda: n.append(1) or (_ for _ in ()).throw(FileNotFoundError("x")), what="k", base_delay=0.001)
+        retry(
+            lambda: n.append(1) or (_ for _ in ()).throw(FileNotFoundError("x")), what="k", base_delay=0.001
+        )
     assert len(n) == 1
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow.parquet as pq
+
 from raybb.storage import (
     COMPRESS_SCHEMA,
     DECOMPRESS_SCHEMA,
@@ -23,8 +24,16 @@ from raybb.storage import (
 
 
 def _row(key, status="ok", **kw):
-    return CompressRow(key=key, status=status, bitstream_key=key + ".rbb", width=4, height=3,
-                       bpp=1.5, finished_at=datetime.now(UTC), **kw)
+    return CompressRow(
+        key=key,
+        status=status,
+        bitstream_key=key + ".rbb",
+        width=4,
+        height=3,
+        bpp=1.5,
+        finished_at=datetime.now(UTC),
+        **kw,
+    )
 
 
 def test_parts_are_flushed_incrementally_and_compacted(tmp_path):
@@ -65,8 +74,10 @@ def test_latest_row_per_key_wins_across_runs(tmp_path):
 
 
 def test_manifest_on_s3_and_memory(s3):
-    for url, opts in [(f"s3://raybb-man-{uuid.uuid4().hex[:6]}/out", s3.storage_options),
-                      (f"memory://m{uuid.uuid4().hex[:6]}/out", None)]:
+    for url, opts in [
+        (f"s3://raybb-man-{uuid.uuid4().hex[:6]}/out", s3.storage_options),
+        (f"memory://m{uuid.uuid4().hex[:6]}/out", None),
+    ]:
         dst = resolve(url, opts)
         m = manifest_location(None, dst)
         w = ManifestWriter(m, DECOMPRESS_SCHEMA, new_run_id(), flush_rows=1)
