@@ -52,8 +52,10 @@ class LadderConfig:
     M: int = 96  # channels of z1
     F: int = 96  # channels of the level-2 transforms
     G: int = 24  # channels of z2
-    learn_scale: bool = True  # γ-PLN (True) or plain PLN with unit-free fixed scale (False)
-    gamma_floor: float = 1.0 / 255.0  # γ∞, in units of the [0,1] pixel range
+    learn_scale: bool = True  # γ-PLN (True) or plain PLN with a fixed scale (False)
+    #: γ∞ for the γ-PLN, in units of the [0,1] pixel range; for the plain PLN the fixed scale
+    #: itself (1.0 = the seed's unit-scale PLN, whose β range 0.01…1 assumes it).
+    gamma_floor: float = 1.0 / 255.0
 
     def to_dict(self) -> dict:
         return asdict(self)
