@@ -20,7 +20,9 @@ from raybb.model.weights import load_weights, read_metadata, save_weights
 TINY = LadderConfig(N=16, M=16, F=16, G=4)
 
 
-def _weights(path: Path, seed: int, beta: float = 1.0, learn_scale: bool = True, meta: dict | None = None) -> str:
+def _weights(
+    path: Path, seed: int, beta: float = 1.0, learn_scale: bool = True, meta: dict | None = None
+) -> str:
     torch.manual_seed(seed)
     net = LadderNetwork(LadderConfig(**{**TINY.to_dict(), "learn_scale": learn_scale}))
     m = {"beta": beta, "variant": "gamma-pln" if learn_scale else "pln"}
