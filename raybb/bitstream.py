@@ -86,7 +86,11 @@ def pack(c: Container) -> bytes:
         raise ValueError(f"image size {c.width}x{c.height} outside 1..{MAX_DIMENSION}")
     if not 0 <= c.seed < 2**63:
         raise ValueError("seed must be in [0, 2**63)")
-    out = bytearray(_HEADER.pack(MAGIC, c.version, c.flags, c.fingerprint, c.width, c.height, c.mode, c.seed, len(c.sections)))
+    out = bytearray(
+        _HEADER.pack(
+            MAGIC, c.version, c.flags, c.fingerprint, c.width, c.height, c.mode, c.seed, len(c.sections)
+        )
+    )
     for s in c.sections:
         if len(s.params) > MAX_PARAMS:
             raise ValueError("too many sampler parameters")
@@ -148,4 +152,13 @@ def parse(data: bytes) -> Container:
     levels = [s.level for s in sections]
     if len(set(levels)) != len(levels):
         raise CorruptPayload("duplicate level sections")
-    return Container(fingerprint=fp, width=width, height=height, seed=seed, sections=tuple(sections), mode=mode, version=version, flags=flags)
+    return Container(
+        fingerprint=fp,
+        width=width,
+        height=height,
+        seed=seed,
+        sections=tuple(sections),
+        mode=mode,
+        version=version,
+        flags=flags,
+    )

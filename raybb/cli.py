@@ -20,12 +20,21 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from raybb.errors import BitstreamError, ImageError, ModelError, RaybbError, StorageError
 
-app = typer.Typer(help="raybb: learned image compression without quantization.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="raybb: learned image compression without quantization.", no_args_is_help=True, add_completion=False
+)
 console = Console(stderr=True)
 out = Console()
 
@@ -84,9 +93,15 @@ def _targets(files: list[tuple[Path, Path]], output: Path, suffix: str) -> list[
     return [(f, output / rel.with_suffix(suffix)) for f, rel in files]
 
 
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model name (see `raybb models`) or .safetensors path.")]
-QualityOpt = Annotated[int | None, typer.Option("--quality", "-q", help="Pick the shipped model pln-qN (1 = lowest rate).")]
-SamplerOpt = Annotated[str | None, typer.Option("--sampler", "-s", help="Sampler pipeline, e.g. 'is-gs' or 'LEVEL2/LEVEL1'.")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", "-m", help="Model name (see `raybb models`) or .safetensors path.")
+]
+QualityOpt = Annotated[
+    int | None, typer.Option("--quality", "-q", help="Pick the shipped model pln-qN (1 = lowest rate).")
+]
+SamplerOpt = Annotated[
+    str | None, typer.Option("--sampler", "-s", help="Sampler pipeline, e.g. 'is-gs' or 'LEVEL2/LEVEL1'.")
+]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).")]
 
 
@@ -113,7 +128,9 @@ def compress(
     quality: QualityOpt = None,
     sampler: SamplerOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[int | None, typer.Option(help="Shared-randomness seed (default: derived from the pixels).")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Shared-randomness seed (default: derived from the pixels).")
+    ] = None,
 ) -> None:
     """Compress images to .rbb bitstreams."""
     from raybb.imageio import IMAGE_SUFFIXES
@@ -202,7 +219,9 @@ def _codec_for(data: bytes, cache: dict, model: str | None, device: str | None):
 
         path = find_by_fingerprint(c.fingerprint)
         if path is None:
-            raise ModelMismatch(f"no installed model has fingerprint {c.fingerprint.hex()} (see `raybb models`)")
+            raise ModelMismatch(
+                f"no installed model has fingerprint {c.fingerprint.hex()} (see `raybb models`)"
+            )
         codec = load_codec(str(path), device=device)
     cache[c.fingerprint] = codec
     return codec

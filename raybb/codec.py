@@ -101,7 +101,10 @@ class Codec:
         self.model = loaded.model.to(self.device).eval().requires_grad_(False)
         self.model_name = model_name or loaded.meta.get("name", "") or loaded.fingerprint[:12]
         self.sampler_names = parse_pipeline(sampler)
-        self.samplers: dict[int, CodedSampler] = {2: get_sampler(self.sampler_names[0]), 1: get_sampler(self.sampler_names[1])}
+        self.samplers: dict[int, CodedSampler] = {
+            2: get_sampler(self.sampler_names[0]),
+            1: get_sampler(self.sampler_names[1]),
+        }
         self.max_pixels = max_pixels
 
     @property
@@ -124,11 +127,15 @@ class Codec:
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ImageError(f"expected an HxWx3 uint8 array, got shape {arr.shape} dtype {arr.dtype}")
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
-            raise ImageError(f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {self.max_pixels}")
+            raise ImageError(
+                f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {self.max_pixels}"
+            )
         return np.ascontiguousarray(arr)
 
     def _image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(self.device, torch.float32).div_(255.0)[None]
+        return (
+            torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(self.device, torch.float32).div_(255.0)[None]
+        )
 
     def _to_uint8(self, x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
         x = x_hat[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
@@ -142,7 +149,9 @@ class Codec:
 
     # -- encode ---------------------------------------------------------------------------
     @torch.no_grad()
-    def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False) -> CompressResult:
+    def compress_with_stats(
+        self, image, *, seed: int | None = None, theoretical: bool = False
+    ) -> CompressResult:
         """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality)."""
         from raybb.metrics import ms_ssim, psnr  # metrics pulls pytorch-msssim; keep import lazy
 
@@ -169,9 +178,17 @@ class Codec:
         sections = []
         for level, enc, q in ((2, enc2, q2), (1, enc1, q1)):
             s = self.samplers[level]
-            sections.append(bitstream.Section(level, s.sampler_id, tuple(s.params()), q.mean.numel(), enc.payload))
+            sections.append(
+                bitstream.Section(level, s.sampler_id, tuple(s.params()), q.mean.numel(), enc.payload)
+            )
         data = bitstream.pack(
-            bitstream.Container(fingerprint=self.loaded.short_fingerprint, width=w, height=h, seed=seed, sections=tuple(sections))
+            bitstream.Container(
+                fingerprint=self.loaded.short_fingerprint,
+                width=w,
+                height=h,
+                seed=seed,
+                sections=tuple(sections),
+            )
         )
         seconds = time.perf_counter() - t0
         kl2 = float(q2.kl(p2).sum()) / math.log(2)
@@ -226,7 +243,9 @@ class Codec:
         s1 = c.section(1)
         for s, shape in ((s2, shape2), (s1, shape1)):
             if s.num_dims != math.prod(shape):
-                raise CorruptPayload(f"level {s.level} has {s.num_dims} dims; {math.prod(shape)} expected for this size")
+                raise CorruptPayload(
+                    f"level {s.level} has {s.num_dims} dims; {math.prod(shape)} expected for this size"
+                )
         sampler2 = self._sampler_for(s2)
         sampler1 = self._sampler_for(s1)
         zeros = torch.zeros(shape2, device=self.device)
@@ -242,7 +261,9 @@ class Codec:
         except CorruptPayload:
             raise
         except (KeyError, ValueError, TypeError) as e:
-            raise CorruptPayload(f"level {s.level}: unknown sampler id {s.sampler_id} or bad parameters: {e}") from e
+            raise CorruptPayload(
+                f"level {s.level}: unknown sampler id {s.sampler_id} or bad parameters: {e}"
+            ) from e
 
     def decompress_to_png(self, data: bytes) -> bytes:
         buf = io.BytesIO()

@@ -44,10 +44,30 @@ def test_round_trip():
 def test_layout_is_pinned():
     """The header layout is the format: changing it must be a deliberate version bump."""
     data = pack(sample_container())
-    expected = "89524242" + "01" + "00" + "0001020304050607" + "00030000" + "00020000" + "00" + "15cd5b0700000000" + "02"
+    expected = (
+        "89524242"
+        + "01"
+        + "00"
+        + "0001020304050607"
+        + "00030000"
+        + "00020000"
+        + "00"
+        + "15cd5b0700000000"
+        + "02"
+    )
     assert data[:32].hex() == expected
     magic, version, flags, fp, w, h, mode, seed, n = struct.unpack_from("<4sBB8sIIBQB", data)
-    assert (magic, version, flags, fp, w, h, mode, seed, n) == (b"\x89RBB", 1, 0, bytes(range(8)), 768, 512, 0, 123456789, 2)
+    assert (magic, version, flags, fp, w, h, mode, seed, n) == (
+        b"\x89RBB",
+        1,
+        0,
+        bytes(range(8)),
+        768,
+        512,
+        0,
+        123456789,
+        2,
+    )
 
 
 @pytest.mark.parametrize("cut", [0, 1, 3, 4, 10, 31, 40, -5, -1])
