@@ -284,6 +284,102 @@ def inspect(
     raise typer.Exit(code)
 
 
+@app.command()
+def train(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoint/, metrics.jsonl).")],
+    data: Annotated[list[str], typer.Option("--data", help="Training image folders or fsspec URLs.")] = [],  # noqa: B006
+    exclude: Annotated[list[str], typer.Option(help="Skip training files whose path contains this.")] = [],  # noqa: B006
+    val_data: Annotated[list[str], typer.Option("--val-data", help="Validation image folders/URLs.")] = [],  # noqa: B006
+    variant: Annotated[str, typer.Option(help="'gamma-pln' (learned likelihood scale) or 'pln' (unit scale).")] = "gamma-pln",
+    beta: Annotated[float, typer.Option(help="Rate weight β (higher = fewer bits).")] = 4.0,
+    steps: Annotated[int, typer.Option(help="Total optimizer steps.")] = 20000,
+    batch: Annotated[int, typer.Option(help="Patches per step.")] = 8,
+    patch: Annotated[int, typer.Option(help="Patch side in pixels.")] = 128,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
+    lr_final_factor: Annotated[float, typer.Option(help="Exponential decay to lr × this at the end.")] = 0.2,
+    warmup: Annotated[int, typer.Option(help="KL warm-up steps.")] = 1000,
+    channels: Annotated[str, typer.Option(help="N,M,F,G channel counts.")] = "64,96,96,24",
+    init_weights: Annotated[Path | None, typer.Option(help="Start from these weights (fine-tuning).")] = None,
+    resume: Annotated[bool, typer.Option(help="Resume from OUT/checkpoint when present.")] = True,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = default).")] = 0,
+    seed: Annotated[int, typer.Option(help="Training RNG seed.")] = 0,
+) -> None:
+    """Train a ladder network (the same loop Ray Train runs in `raybb sweep`)."""
+    from raybb.train.loop import TrainConfig, train_to_directory
+
+    try:
+        n, m, f, g = (int(v) for v in channels.split(","))
+    except ValueError as e:
+        console.print("[red]error:[/red] --channels needs four integers N,M,F,G")
+        raise typer.Exit(EXIT_USAGE) from e
+    if variant not in ("gamma-pln", "pln"):
+        console.print("[red]error:[/red] --variant must be 'gamma-pln' or 'pln'")
+        raise typer.Exit(EXIT_USAGE)
+    model = {"N": n, "M": m, "F": f, "G": g, "learn_scale": variant == "gamma-pln"}
+    if variant == "pln":
+        model["gamma_floor"] = 1.0
+    defaults = TrainConfig()
+    cfg = TrainConfig(
+        data=list(data) or defaults.data,
+        exclude=list(exclude) or defaults.exclude,
+        val_data=list(val_data) if val_data else ([] if data else defaults.val_data),
+        model=model, beta=beta, steps=steps, batch=batch, patch=patch, lr=lr,
+        lr_final_factor=lr_final_factor, warmup_steps=warmup, num_threads=threads, seed=seed,
+    )  # fmt: skip
+    with _progress() as bar:
+        task = bar.add_task("training", total=steps)
+
+        def on_log(m: dict) -> None:
+            bar.update(task, completed=m["step"])
+            msg = f"step {m['step']}  loss {m['loss']:.4f}  bpp {m['bpp']:.3f}  PSNR {m['psnr']:.2f}"
+            if "val_psnr_sample" in m:
+                msg += f"  | val bpp {m['val_bpp']:.3f}  PSNR {m['val_psnr_sample']:.2f}"
+            bar.console.print(msg)
+
+        try:
+            train_to_directory(cfg, out_dir, resume=resume, init_weights=str(init_weights) if init_weights else None, on_log=on_log)
+        except (ValueError, FileNotFoundError) as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(EXIT_USAGE) from e
+        except RaybbError as e:
+            raise _fail(e) from e
+    out.print(f"weights: {out_dir / 'checkpoint' / 'model.safetensors'}")
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List installed models (shipped and $RAYBB_MODELS_DIR) with their measured Kodak rate/quality."""
+    from raybb.registry import default_model_name, list_models
+
+    infos = list_models()
+    try:
+        default = default_model_name(infos)
+    except ModelError:
+        default = None
+    if as_json:
+        out.print_json(json.dumps([
+            {"name": i.name, "path": str(i.path), "fingerprint": i.fingerprint, "variant": i.variant, "beta": i.beta,
+             "kodak_bpp": i.kodak_bpp, "kodak_psnr": i.kodak_psnr, "kodak_ms_ssim": i.kodak_ms_ssim,
+             "source": i.source, "default": i.name == default}
+            for i in infos
+        ]))  # fmt: skip
+        return
+    t = Table(title="raybb models")
+    for col in ("name", "quality", "variant", "β", "Kodak bpp", "PSNR dB", "MS-SSIM", "fingerprint", "source"):
+        t.add_column(col)
+
+    def fmt(v, spec):
+        return "-" if v is None else format(v, spec)
+
+    for i in infos:
+        t.add_row(
+            i.name + (" (default)" if i.name == default else ""), fmt(i.quality, "d"), i.variant or "-",
+            fmt(i.beta, "g"), fmt(i.kodak_bpp, ".3f"), fmt(i.kodak_psnr, ".2f"), fmt(i.kodak_ms_ssim, ".4f"),
+            i.fingerprint[:16], i.source,
+        )  # fmt: skip
+    out.print(t)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
