@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +111,24 @@ def _read(path: str | Path) -> bytes:
         raise WeightsError(f"cannot read weights file {path}: {e}") from e
 
 
+MAX_CHANNELS = 4096  # sanity bound on channel counts read from a file (the seed used 196)
+
+
+def _check_config(config: LadderConfig, origin: str) -> None:
+    """Reject field types/values the network cannot be built from: the fingerprint is only a hash
+    (anyone can recompute it), so a file's config is untrusted input and must fail as WeightsError,
+    not as a TypeError deep inside torch or a huge allocation."""
+    for name in ("N", "M", "F", "G"):
+        v = getattr(config, name)
+        if type(v) is not int or not 1 <= v <= MAX_CHANNELS:
+            raise WeightsError(f"{origin}: bad architecture: {name}={v!r} (not an int in 1..{MAX_CHANNELS})")
+    if type(config.learn_scale) is not bool:
+        raise WeightsError(f"{origin}: bad architecture: learn_scale={config.learn_scale!r}")
+    g = config.gamma_floor
+    if type(g) not in (int, float) or not (math.isfinite(g) and g > 0):
+        raise WeightsError(f"{origin}: bad architecture: gamma_floor={g!r} (expected a positive number)")
+
+
 def _check_md(md: dict[str, str], origin: str) -> dict:
     if md.get("raybb.format") != FORMAT_VERSION:
         raise WeightsError(f"{origin}: not a raybb weights file (format {md.get('raybb.format')!r})")
@@ -119,6 +138,7 @@ def _check_md(md: dict[str, str], origin: str) -> dict:
         fp = md["raybb.fingerprint"]
     except (KeyError, ValueError, TypeError) as e:
         raise WeightsError(f"{origin}: bad raybb metadata: {e}") from e
+    _check_config(config, origin)
     return {"config": config, "meta": meta, "fingerprint": fp}
 
 
@@ -132,14 +152,17 @@ def load_weights(path: str | Path | bytes, device: str | torch.device = "cpu") -
     actual = fingerprint(state, config)
     if actual != info["fingerprint"]:
         raise WeightsError(f"{origin}: fingerprint mismatch (file corrupted or edited)")
-    model = LadderNetwork(config)
-    expected = model.state_dict()
+    with torch.device("meta"):  # shapes only: nothing is allocated before the file is known to fit
+        expected = LadderNetwork(config).state_dict()
     if set(expected) != set(state):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         raise WeightsError(f"{origin}: tensors do not match the architecture (missing {missing[:3]}, extra {extra[:3]})")
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise WeightsError(f"{origin}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
+        if v.dtype != torch.float32:  # save_weights writes float32 only
+            raise WeightsError(f"{origin}: tensor {k} has dtype {v.dtype}, expected torch.float32")
+    model = LadderNetwork(config)
     model.load_state_dict(state)
     model.eval().requires_grad_(False)
     return LoadedModel(model=model.to(device), config=config, meta=info["meta"], fingerprint=actual)

@@ -186,6 +186,64 @@ def test_tensors_not_matching_config_rejected(tmp_path: Path, tiny_model: Ladder
             load_weights(_write(tmp_path / "names.safetensors", variant, md2))
 
 
+class _Cfg:
+    """Stands in for LadderConfig in ``fingerprint`` so a forged file can carry any config dict."""
+
+    def __init__(self, d: dict):
+        self.d = d
+
+    def to_dict(self) -> dict:
+        return self.d
+
+
+def _forged(state: dict, cfg: dict) -> bytes:
+    """A self-consistent raybb file (the fingerprint is only a hash: anyone can recompute it)."""
+    md = {
+        "raybb.format": "1",
+        "raybb.config": json.dumps(cfg, sort_keys=True),
+        "raybb.meta": "{}",
+        "raybb.fingerprint": fingerprint(state, _Cfg(cfg)),
+    }
+    return st_save({k: v.contiguous() for k, v in state.items()}, metadata=md)
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"N": "16"},
+        {"N": 16.0},
+        {"N": True},
+        {"N": None},
+        {"M": 0},
+        {"G": -3},
+        {"F": 10**9},  # would ask for gigabytes if the model were built before checking
+        {"learn_scale": "no"},
+        {"gamma_floor": "x"},
+        {"gamma_floor": 0.0},
+        {"gamma_floor": -1.0},
+    ],
+)
+def test_forged_config_values_rejected_as_weights_error(tiny_model: LadderNetwork, over: dict) -> None:
+    cfg = {**tiny_model.config.to_dict(), **over}
+    with pytest.raises(WeightsError, match="bad architecture"):
+        load_weights(_forged(tiny_model.state_dict(), cfg))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int32, torch.bool, torch.complex64])
+def test_non_float32_tensors_rejected(tiny_model: LadderNetwork, dtype: torch.dtype) -> None:
+    """save_weights writes float32 only; anything else (e.g. complex silently losing its imaginary
+    part in load_state_dict) is a foreign file."""
+    state = {k: v.to(dtype) for k, v in tiny_model.state_dict().items()}
+    with pytest.raises(WeightsError, match="dtype"):
+        load_weights(_forged(state, tiny_model.config.to_dict()))
+
+
+def test_forged_but_valid_file_loads(tiny_model: LadderNetwork) -> None:
+    """The checks above reject bad content, not a file made by other means than save_weights."""
+    loaded = load_weights(_forged(tiny_model.state_dict(), tiny_model.config.to_dict()))
+    assert loaded.config == tiny_model.config
+
+
 def test_bad_metadata_rejected(saved, tmp_path: Path) -> None:
     path, model, fp = saved
     state = model.state_dict()
