@@ -19,6 +19,7 @@ from raybb.coding.base import (
     kl_bits,
 )
 from raybb.coding.pfr import PFRSampler
+from raybb.coding.rejection import RejectionSampler, fit_index_table
 
 DEFAULT_SAMPLER = "pfr"
 
@@ -31,5 +32,7 @@ __all__ = [
     "get_sampler",
     "kl_bits",
     "PFRSampler",
+    "RejectionSampler",
+    "fit_index_table",
     "DEFAULT_SAMPLER",
 ]

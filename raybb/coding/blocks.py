@@ -106,3 +106,64 @@ class OutlierCodec:
         pos = torch.as_tensor(pos_np, device=device)
         i = torch.as_tensor(words, device=device).to(torch.float32)
         return torch.mul(torch.sub(i, self._dither(pos)), 2.0**-e)
+
+
+def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarray]:
+    """Replay the split tree: ``decide(level, starts, sizes) -> bool mask`` for splittable nodes.
+
+    Level 0 nodes are fixed superblocks of the ``n`` in-block dims; a split node of size d has
+    children of sizes d//2 and d - d//2.  Returns raster-ordered leaf (starts, sizes).
+    """
+    starts = np.arange(0, n, superblock, dtype=np.int64)
+    sizes = np.diff(np.r_[starts, n]).astype(np.int64)
+    leaf_s, leaf_d = [], []
+    level = 0
+    while starts.size:
+        can = sizes > 1
+        split = np.zeros(starts.shape, dtype=bool)
+        if can.any():
+            split[can] = decide(level, starts[can], sizes[can])
+        leaf_s.append(starts[~split])
+        leaf_d.append(sizes[~split])
+        s, d = starts[split], sizes[split]
+        half = d // 2
+        starts = np.stack([s, s + half], 1).reshape(-1)
+        sizes = np.stack([half, d - half], 1).reshape(-1)
+        level += 1
+    st = np.concatenate(leaf_s) if leaf_s else np.zeros(0, dtype=np.int64)
+    sz = np.concatenate(leaf_d) if leaf_d else np.zeros(0, dtype=np.int64)
+    order = np.argsort(st, kind="stable")
+    return st[order], sz[order]
+
+
+def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -> np.ndarray:
+    """Encoder: split superblocks in halves while their KL exceeds the budget; write the flags.
+
+    Cheaper side information than free block sizes: one (entropy-coded) flag per tree node, and
+    blocks of near-zero KL stay whole.  Returns raster-ordered leaf sizes.
+    """
+    cum = np.r_[0.0, np.cumsum(np.maximum(np.asarray(kl, dtype=np.float64), 0.0))]
+
+    def decide(level, starts, sizes):
+        flags = (cum[starts + sizes] - cum[starts]) > budget_bits
+        ones = int(flags.sum())
+        w.uint(ones, 32)
+        p1 = (ones + 0.5) / (flags.size + 1.0)
+        w.categorical(flags.astype(np.int32), np.array([1.0 - p1, p1]))
+        return flags
+
+    return _tree_levels(len(kl), superblock, decide)[1]
+
+
+def read_tree(r: Reader, n: int, superblock: int) -> np.ndarray:
+    """Decoder twin of :func:`tree_split`: leaf sizes from the flags (integers only)."""
+
+    def decide(level, starts, sizes):
+        ones = r.uint(32, limit=sizes.size)
+        p1 = (ones + 0.5) / (sizes.size + 1.0)
+        flags = r.categorical(sizes.size, np.array([1.0 - p1, p1])).astype(bool)
+        if int(flags.sum()) != ones:
+            raise CorruptPayload("split flags do not match their count")
+        return flags
+
+    return _tree_levels(n, superblock, decide)[1]
