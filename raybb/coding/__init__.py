@@ -18,6 +18,8 @@ from raybb.coding.base import (
     get_sampler,
     kl_bits,
 )
+from raybb.coding.greedy import GreedySampler
+from raybb.coding.importance import ImportanceSampler
 from raybb.coding.pfr import PFRSampler
 from raybb.coding.rejection import RejectionSampler, fit_index_table
 
@@ -33,6 +35,8 @@ __all__ = [
     "kl_bits",
     "PFRSampler",
     "RejectionSampler",
+    "ImportanceSampler",
+    "GreedySampler",
     "fit_index_table",
     "DEFAULT_SAMPLER",
 ]
