@@ -85,6 +85,15 @@ def kodak_like_metrics(model: LadderNetwork, images: list[torch.Tensor], sample:
     return {"bpp": bits / k, "bpp_level2": bits2 / k, "psnr": sum(psnrs) / k}
 
 
+def _trainable(net: LadderNetwork) -> LadderNetwork:
+    """Undo ``load_weights``' inference-only ``requires_grad_(False)`` as a fresh model has it: the
+    fixed scale of the plain PLN (``learn_scale=False``) stays frozen. Otherwise DDP registers a
+    parameter that never gets a gradient and fails on the second step."""
+    net.requires_grad_(True)
+    net.likelihood.raw_gamma.requires_grad_(net.config.learn_scale)
+    return net
+
+
 class TrainingLoop:
     """Owns model, optimizer, data and step counter; ``run`` drives it with callbacks.
 
@@ -108,7 +117,7 @@ class TrainingLoop:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed * 1000 + self.rank)
         if init_weights:  # fine-tune from a weights file (e.g. another β of the family)
-            self.net = load_weights(init_weights).model.train().requires_grad_(True)
+            self.net = _trainable(load_weights(init_weights).model.train())
         else:
             self.net = LadderNetwork(LadderConfig.from_dict(cfg.model))
         self.net.to(self.device)
@@ -209,7 +218,7 @@ class TrainingLoop:
         if loaded.config != self.net.config:
             raise ValueError(f"checkpoint architecture {loaded.config} differs from {self.net.config}")
         self.net.load_state_dict(loaded.model.state_dict())
-        self.net.requires_grad_(True)
+        _trainable(self.net)
         state = json.loads((d / "state.json").read_text())
         self.step = int(state["step"])
         if (d / "optimizer.safetensors").exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -161,9 +162,7 @@ def test_train_to_directory_resumes(tiny_cfg, tmp_path: Path) -> None:
 
 
 def test_run_callbacks_and_validation(tiny_cfg, photo_dir: Path) -> None:
-    cfg = tiny_cfg(
-        steps=4, log_every=2, val_every=4, checkpoint_every=2, val_data=[str(photo_dir)], val_images=1
-    )
+    cfg = tiny_cfg(steps=4, log_every=2, val_every=4, checkpoint_every=2, val_data=[str(photo_dir)], val_images=1)
     loop = TrainingLoop(cfg)
     assert len(loop.val_set) == 1
     logs, cks = [], []
@@ -193,3 +192,84 @@ def test_kodak_like_metrics_odd_sizes(tiny_cfg) -> None:
     for r in (s, m1):
         assert r["bpp"] > r["bpp_level2"] > 0
         assert 0 < r["psnr"] < 60
+
+
+# -- plain PLN (fixed scale) when resuming / fine-tuning ------------------------------------------
+
+
+def _grad_flags(loop: TrainingLoop) -> dict[str, bool]:
+    return {k: p.requires_grad for k, p in loop.net.named_parameters()}
+
+
+@pytest.mark.parametrize("learn_scale", [False, True])
+def test_resume_and_finetune_keep_fresh_requires_grad(tiny_cfg, tmp_path: Path, learn_scale: bool) -> None:
+    """load_weights returns a frozen inference model; training from it must unfreeze exactly what a
+    fresh model trains (the plain PLN's fixed scale stays frozen)."""
+    model = {"N": 8, "M": 8, "F": 8, "G": 2, "learn_scale": learn_scale}
+    fresh = TrainingLoop(tiny_cfg(model=model))
+    want = _grad_flags(fresh)
+    assert want["likelihood.raw_gamma"] is learn_scale
+    assert all(v for k, v in want.items() if k != "likelihood.raw_gamma")
+    ck = fresh.save_checkpoint(tmp_path / "ck")
+    resumed = TrainingLoop(tiny_cfg(model=model))
+    resumed.load_checkpoint(ck)
+    assert _grad_flags(resumed) == want
+    tuned = TrainingLoop(tiny_cfg(model=model), init_weights=str(ck / "model.safetensors"))
+    assert _grad_flags(tuned) == want
+    assert tuned.net.training
+
+
+_DDP_SCRIPT = r"""
+import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+from raybb.train.loop import TrainConfig, TrainingLoop
+
+def worker(rank, cfg_json, weights, port):
+    import json
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    cfg = TrainConfig.from_dict(json.loads(cfg_json))
+    loop = TrainingLoop(cfg, shard=(rank, 2), wrap_model=DDP, init_weights=weights)
+    for _ in range(3):
+        loop.train_step()
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[1], sys.argv[2], int(sys.argv[3])), nprocs=2)
+    print("DDP-OK")
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow  # ~20 s on the shared 2-core machine (two spawned workers)
+def test_plain_pln_finetune_under_ddp(tiny_cfg, tmp_path: Path) -> None:
+    """Two gloo workers fine-tune a plain PLN from a weights file (the beta-sweep's init_weights).
+    With the fixed scale wrongly unfrozen, DDP fails at the second step ("Expected to have finished
+    reduction in the prior iteration")."""
+    import subprocess
+    import sys
+
+    model = {"N": 8, "M": 8, "F": 8, "G": 2, "learn_scale": False}
+    cfg = tiny_cfg(model=model, batch=1, num_threads=1)
+    ck = TrainingLoop(cfg).save_checkpoint(tmp_path / "ck")
+    script = tmp_path / "ddp.py"
+    script.write_text(_DDP_SCRIPT)
+    # RAYBB_TEST_REPO: run the workers against another checkout (to show the old code fails)
+    repo = os.environ.get("RAYBB_TEST_REPO") or Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    r = subprocess.run(
+        [sys.executable, str(script), json.dumps(cfg.to_dict()), str(ck / "model.safetensors"), str(_free_port())],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0 and "DDP-OK" in r.stdout, r.stderr[-3000:]
