@@ -1,0 +1,72 @@
+"""Helpers for the distributed tests: small Kodak crops, deliberately bad files, uploads."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for _servers
+
+from _servers import kodak_dir as _kodak_dir  # noqa: E402
+
+#: The coded sampler the distributed tests use (registered by raybb.coding).
+SAMPLER = "pfr"
+
+#: Deliberately bad inputs: each must become an ``error`` row, never stop the job.
+BAD_FILES = {
+    "bad/not-an-image.png": b"this is text, not a PNG",
+    "bad/empty.jpg": b"",
+    "bad/truncated.png": None,  # filled in from a real PNG cut in half
+    "bad/huge.png": None,  # a PNG header claiming 20000x20000 pixels: above the 100 MP limit
+}
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG signature + IHDR (+ IEND) announcing ``width``x``height``: tiny file, huge image."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def kodak_crops(n: int, size: tuple[int, int] = (64, 96)) -> dict[str, bytes]:
+    """``n`` PNG crops (h, w) of Kodak images, keyed ``kodak/kodimNN.png``."""
+    from PIL import Image
+
+    src = _kodak_dir()
+    files = sorted(src.glob("kodim*.png"))
+    if not files:
+        pytest.skip(f"Kodak images not found in {src} (set RAYBB_KODAK_DIR)")
+    out = {}
+    h, w = size
+    for i in range(n):
+        f = files[i % len(files)]
+        img = np.asarray(Image.open(f).convert("RGB"))
+        y, x = (i * 37) % (img.shape[0] - h), (i * 53) % (img.shape[1] - w)
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(img[y : y + h, x : x + w])).save(buf, format="PNG")
+        out[f"kodak/{f.stem}-{i:03d}.png"] = buf.getvalue()
+    return out
+
+
+def bad_files() -> dict[str, bytes]:
+    good = next(iter(kodak_crops(1).values()))
+    files = dict(BAD_FILES)
+    files["bad/truncated.png"] = good[: len(good) // 2]
+    files["bad/huge.png"] = _png_header_only(20000, 20000)
+    return files
+
+
+def upload(loc, files: dict[str, bytes]) -> None:
+    from raybb.storage import write_atomic
+
+    for k, v in files.items():
+        write_atomic(loc, k, v)
