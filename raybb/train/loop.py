@@ -282,6 +282,7 @@ def train_to_directory(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
+    _recover_interrupted_save(ckpt, out / "checkpoint.old")
     loop = TrainingLoop(cfg, init_weights=None if (resume and ckpt.exists()) else init_weights)
     if resume and ckpt.exists():
         loop.load_checkpoint(ckpt)
@@ -300,6 +301,8 @@ def train_to_directory(
             _rmtree(tmp)
         loop.save_checkpoint(tmp)
         old = out / "checkpoint.old"
+        if old.exists():  # left by an earlier interrupted save: renaming onto it would fail
+            _rmtree(old)
         if ckpt.exists():
             ckpt.replace(old)
         tmp.replace(ckpt)
@@ -308,6 +311,18 @@ def train_to_directory(
 
     last = loop.run(on_log=log, on_checkpoint=checkpoint)
     return last
+
+
+def _recover_interrupted_save(ckpt: Path, old: Path) -> None:
+    """A save is rename(checkpoint -> .old), rename(.tmp -> checkpoint), rmtree(.old); both renamed
+    directories are complete. A kill between the renames leaves only ``.old`` (it is the latest
+    checkpoint: restore it instead of restarting from step 0); a kill before the rmtree leaves
+    both (``.old`` is stale)."""
+    if old.exists():
+        if ckpt.exists():
+            _rmtree(old)
+        else:
+            old.replace(ckpt)
 
 
 def _rmtree(p: Path) -> None:

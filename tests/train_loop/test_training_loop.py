@@ -273,3 +273,40 @@ def test_plain_pln_finetune_under_ddp(tiny_cfg, tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert r.returncode == 0 and "DDP-OK" in r.stdout, r.stderr[-3000:]
+
+
+# -- a kill in the middle of a checkpoint save ------------------------------------------------------
+
+
+def _steps_logged(out: Path) -> list[int]:
+    return [json.loads(s)["step"] for s in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_kill_between_renames_resumes_from_old(tiny_cfg, tmp_path: Path) -> None:
+    """Killed after checkpoint -> checkpoint.old but before .tmp -> checkpoint: only .old is left.
+    It is the latest checkpoint; the run must continue from it, not restart from step 0 (and then
+    delete it at the next save)."""
+    import shutil
+
+    out = tmp_path / "run"
+    train_to_directory(tiny_cfg(steps=4, checkpoint_every=2, log_every=2), out)
+    (out / "checkpoint").replace(out / "checkpoint.old")
+    shutil.copytree(out / "checkpoint.old", out / "checkpoint.tmp")  # a half-written next save
+    train_to_directory(tiny_cfg(steps=6, checkpoint_every=2, log_every=2), out)
+    assert _steps_logged(out) == [2, 4, 6]
+    assert load_weights(out / "checkpoint" / "model.safetensors").meta["steps"] == 6
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "config.json", "metrics.jsonl"]
+
+
+def test_kill_before_cleanup_does_not_break_later_saves(tiny_cfg, tmp_path: Path) -> None:
+    """Killed after .tmp -> checkpoint but before removing checkpoint.old: both exist. Renaming the
+    checkpoint onto the stale, non-empty .old used to fail at every later save."""
+    import shutil
+
+    out = tmp_path / "run"
+    train_to_directory(tiny_cfg(steps=4, checkpoint_every=2, log_every=2), out)
+    shutil.copytree(out / "checkpoint", out / "checkpoint.old")
+    train_to_directory(tiny_cfg(steps=6, checkpoint_every=2, log_every=2), out)
+    assert _steps_logged(out) == [2, 4, 6]
+    assert load_weights(out / "checkpoint" / "model.safetensors").meta["steps"] == 6
+    assert not (out / "checkpoint.old").exists()
