@@ -62,7 +62,9 @@ def report(weights: Path, tmp_path_factory) -> tuple[dict, Path]:
         shutil.copy(f, d / f.name)
     (d / "odd.png").write_bytes(encode_png(_photo(37, 53, 1)))  # not a multiple of 64
     out = tmp_path_factory.mktemp("res") / "model_report"
-    assert mr.main(["--weights", str(weights), "--kodak", str(d), "--out", str(out), "--quiet"]) == 0
+    side = out.with_name("tiny.json")
+    args = ["--weights", str(weights), "--kodak", str(d), "--out", str(out), "--quiet", "--sidecar", str(side)]
+    assert mr.main(args) == 0
     return json.loads(out.with_name("model_report.json").read_text()), out
 
 
@@ -158,3 +160,29 @@ def test_jpeg_matching_modes() -> None:
     huge = mr.jpeg_matched(rgb, 100.0)
     assert huge["jpeg_match"] == "quality_100_below_target" and huge["jpeg_quality"] == 100
     assert huge["jpeg_psnr_matched"] == huge["jpeg_psnr"]
+
+
+def test_sidecar_is_read_by_the_registry(report, weights: Path, tmp_path: Path) -> None:
+    """The --sidecar file is what raybb.registry reads as a model's Kodak numbers."""
+    from raybb.registry import _kodak_fields
+
+    rep, out = report
+    side = json.loads(out.with_name("tiny.json").read_text())
+    assert side["fingerprint"] == rep["weights"]["fingerprint"]
+    assert _kodak_fields(side) == {
+        "kodak_bpp": rep["average"]["bpp"],
+        "kodak_psnr": rep["average"]["psnr_sample"],
+        "kodak_ms_ssim": rep["average"]["ms_ssim_sample"],
+    }
+
+
+def test_resolve_weights_file_and_checkpoint_dir(weights: Path, tmp_path: Path) -> None:
+    assert mr.resolve_weights(str(weights)) == weights
+    ck = tmp_path / "checkpoint"
+    ck.mkdir()
+    shutil.copy(weights, ck / "model.safetensors")
+    assert mr.resolve_weights(str(ck)) == ck / "model.safetensors"
+    from raybb.errors import RaybbError
+
+    with pytest.raises(RaybbError):
+        mr.resolve_weights("no-such-model-name")
