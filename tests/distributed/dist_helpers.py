@@ -21,7 +21,7 @@ BAD_FILES = {
     "bad/not-an-image.png": b"this is text, not a PNG",
     "bad/empty.jpg": b"",
     "bad/truncated.png": None,  # filled in from a real PNG cut in half
-    "bad/huge.png": None,  # a PNG header claiming 20000x20000 pixels: above the 100 MP limit
+    "bad/huge.png": None,  # a PNG header claiming 11000x10000 pixels: above the 100 MP limit
 }
 
 
@@ -61,7 +61,7 @@ def bad_files() -> dict[str, bytes]:
     good = next(iter(kodak_crops(1).values()))
     files = dict(BAD_FILES)
     files["bad/truncated.png"] = good[: len(good) // 2]
-    files["bad/huge.png"] = _png_header_only(20000, 20000)
+    files["bad/huge.png"] = _png_header_only(11000, 10000)
     return files
 
 

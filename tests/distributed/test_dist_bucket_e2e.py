@@ -99,7 +99,7 @@ def test_compress_bucket_to_bucket_then_resume_then_decompress(env):
         if row.key in env["bad"]:
             assert row.status == "error" and row.error.startswith("ImageError"), row
             if row.key == "bad/huge.png":  # too large: refused before decoding any pixel
-                assert "20000x20000" in row.error and "above the limit" in row.error
+                assert "11000x10000" in row.error and "above the limit" in row.error
             assert row.source_bytes == len(env["bad"][row.key])
             continue
         src_bytes = env["good"][row.key]
@@ -127,16 +127,19 @@ def test_compress_bucket_to_bucket_then_resume_then_decompress(env):
     outputs = sorted(o.key for o in iter_objects(dst_loc, None))
     assert outputs == sorted(k + ".rbb" for k in oks)
 
-    # Rerun: the ok images are carried over, nothing is recompressed; bad ones are tried again.
+    # Rerun: the ok images are carried over, nothing is recompressed; failed ones are tried again.
     before = {o.key: o for o in iter_objects(dst_loc, None)}
     again, _ = _run(env, dst)
-    assert again.already_done == len(oks) and again.processed == n_bad + n_codec_err and again.ok == 0
-    assert again.errors == n_bad + n_codec_err
+    assert again.already_done == len(oks) and again.processed == n_bad + n_codec_err
+    assert again.ok + again.errors == again.processed and again.skipped == 0
     df2 = pd.read_parquet(again.manifest, storage_options=opts).set_index("key")
-    assert len(df2) == n_good + n_bad
-    assert set(df2.loc[oks, "run_id"]) == {summary.run_id}  # old rows kept
+    assert len(df2) == n_good + n_bad and df2.index.is_unique
+    assert set(df2.loc[oks, "run_id"]) == {summary.run_id}  # old rows kept, not redone
     assert set(df2.loc[list(env["bad"]), "run_id"]) == {again.run_id}
-    assert {o.key: o for o in iter_objects(dst_loc, None)} == before
+    assert (df2.loc[list(env["bad"]), "status"] == "error").all()
+    after = {o.key: o for o in iter_objects(dst_loc, None)}
+    assert {k: after[k] for k in before} == before
+    oks = sorted(k for k in env["good"] if df2.loc[k, "status"] == "ok")
 
     # Decompress job: bitstreams back to PNG, pixel-identical to the codec's reconstruction.
     pngs = "s3://raybb-archive/png"
