@@ -65,8 +65,7 @@ ProgressFn = Callable[[int, int, str], None]
 KODAK_ANCHORS: dict[str, dict[str, Any]] = {
     "bmshj2018-hyperprior (published)": {
         "citation": (
-            "Ballé et al. 2018, MSE; CompressAI "
-            "results/image/kodak/compressai-bmshj2018-hyperprior_mse_cpu.json"
+            "Ballé et al. 2018, MSE; CompressAI results/image/kodak/compressai-bmshj2018-hyperprior_mse_cpu.json"
         ),
         "bpp": [0.1313, 0.2089, 0.3199, 0.4784, 0.6687, 0.9388, 1.2592, 1.6602],
         "psnr": [27.58, 29.20, 30.97, 32.84, 34.53, 36.74, 38.58, 40.56],
@@ -183,7 +182,8 @@ PER_IMAGE_COLUMNS = [
     "codec", "kind", "quality", "image", "width", "height", "bytes", "bpp", "psnr", "ms_ssim",
     "ms_ssim_db", "ms_ssim_scales", "encode_s", "decode_s",
     # raybb only (NaN/None for classical codecs)
-    "theoretical_bpp", "theoretical_psnr", "theoretical_ms_ssim", "level2_share", "decode_matches",
+    "theoretical_bpp", "theoretical_psnr", "theoretical_ms_ssim", "level2_share",
+    "level2_share_coded", "decode_matches",
 ]  # fmt: skip
 
 
@@ -207,7 +207,7 @@ def _quality_row(rgb: np.ndarray, rec: np.ndarray) -> dict[str, float]:
 
 
 def _level2_share(kl_per_level: Mapping[Any, float] | None) -> float:
-    """Share of the KL rate spent on level 2 (the top of the ladder), or NaN if not reported."""
+    """Share of the (KL or coded) rate spent on level 2, the top of the ladder; NaN if unreported."""
     if not kl_per_level:
         return math.nan
     bits = {int(k): float(v) for k, v in kl_per_level.items()}
@@ -239,9 +239,7 @@ def _accepts_theoretical(codec: Any) -> bool:
     return "theoretical" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
-def _eval_raybb(
-    curve: str, label: str, codec: Any, name: str, rgb: np.ndarray, theoretical: bool
-) -> dict[str, Any]:
+def _eval_raybb(curve: str, label: str, codec: Any, name: str, rgb: np.ndarray, theoretical: bool) -> dict[str, Any]:
     h, w = rgb.shape[:2]
     kw = {"theoretical": True} if theoretical and _accepts_theoretical(codec) else {}
     t0 = time.perf_counter()
@@ -271,6 +269,7 @@ def _eval_raybb(
         "theoretical_psnr": _opt_float(getattr(res, "theoretical_psnr", None)),
         "theoretical_ms_ssim": _opt_float(getattr(res, "theoretical_ms_ssim", None)),
         "level2_share": _level2_share(getattr(res, "kl_bits_per_level", None)),
+        "level2_share_coded": _level2_share(getattr(res, "coded_bits_per_level", None)),
         "decode_matches": None if own_rec is None else bool(np.array_equal(np.asarray(own_rec), rec)),
     }
     return row
@@ -301,6 +300,7 @@ def _eval_classical(codec_name: str, quality: int, name: str, rgb: np.ndarray) -
         "theoretical_psnr": math.nan,
         "theoretical_ms_ssim": math.nan,
         "level2_share": math.nan,
+        "level2_share_coded": math.nan,
         "decode_matches": None,
     }
 
@@ -311,9 +311,12 @@ def average_table(per_image: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["codec", "kind", "quality", "n_images"])
     mean_cols = [
         "bpp", "psnr", "ms_ssim", "encode_s", "decode_s", "theoretical_bpp", "theoretical_psnr",
-        "theoretical_ms_ssim", "level2_share",
+        "theoretical_ms_ssim", "level2_share", "level2_share_coded",
     ]  # fmt: skip
     df = per_image.copy()
+    for c in (*mean_cols, "ms_ssim_scales", "decode_matches"):
+        if c not in df:  # tables from older runs or other tools may lack the newer columns
+            df[c] = None
     for c in mean_cols:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     # PSNR of a lossless image is inf; cap at 100 dB in the mean so one identical image does not
@@ -331,7 +334,8 @@ def average_table(per_image: pd.DataFrame) -> pd.DataFrame:
     order = [
         "codec", "kind", "quality", "n_images", "bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s",
         "decode_s", "theoretical_bpp", "theoretical_psnr", "theoretical_ms_ssim",
-        "theoretical_ms_ssim_db", "level2_share", "decode_matches", "min_ms_ssim_scales",
+        "theoretical_ms_ssim_db", "level2_share", "level2_share_coded", "decode_matches",
+        "min_ms_ssim_scales",
     ]  # fmt: skip
     avg = avg[order]
     first = {c: i for i, c in enumerate(dict.fromkeys(avg["codec"]))}
@@ -352,11 +356,7 @@ def _curves(average: pd.DataFrame, anchors: bool) -> list[dict[str, Any]]:
         if kind == "raybb" and sub["theoretical_bpp"].notna().any():
             exact = sub["theoretical_psnr"].notna().all()
             t_psnr = sub["theoretical_psnr"] if exact else sub["psnr"]
-            t_ms = (
-                sub["theoretical_ms_ssim_db"]
-                if sub["theoretical_ms_ssim"].notna().all()
-                else sub["ms_ssim_db"]
-            )
+            t_ms = sub["theoretical_ms_ssim_db"] if sub["theoretical_ms_ssim"].notna().all() else sub["ms_ssim_db"]
             suffix = "theoretical: KL rate, exact sample" if exact else "theoretical: KL rate, coded sample"
             out.append({
                 "name": f"{codec} ({suffix})", "kind": "theoretical", "of": str(codec),
@@ -475,9 +475,12 @@ def plot_level2_share(average: pd.DataFrame, path: str | os.PathLike[str]) -> Pa
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=110)
     for codec, s in sub.groupby("codec", sort=False):
         s = s.sort_values("bpp")
-        ax.plot(s["bpp"], 100.0 * s["level2_share"], marker="o", label=str(codec))
+        line = ax.plot(s["bpp"], 100.0 * s["level2_share"], marker="o", label=f"{codec} (KL rate)")
+        if s["level2_share_coded"].notna().any():
+            ax.plot(s["bpp"], 100.0 * s["level2_share_coded"], marker="x", linestyle="--",
+                    color=line[0].get_color(), label=f"{codec} (coded bits)")  # fmt: skip
     ax.set_xlabel("bits per pixel (actual)")
-    ax.set_ylabel("level-2 share of KL rate (%)")
+    ax.set_ylabel("level-2 share of the rate (%)")
     ax.set_title("Rate spent on the top latent level")
     ax.set_ylim(0, 100)
     ax.grid(True, alpha=0.3)
@@ -576,7 +579,7 @@ def markdown_table(df: pd.DataFrame, digits: Mapping[str, int] | None = None, de
 
 _MD_DIGITS = {"bpp": 4, "psnr": 2, "ms_ssim": 4, "ms_ssim_db": 2, "encode_s": 4, "decode_s": 4,
               "theoretical_bpp": 4, "theoretical_psnr": 2, "theoretical_ms_ssim": 4,
-              "theoretical_ms_ssim_db": 2, "level2_share": 3, "bd_rate_psnr_pct": 1,
+              "theoretical_ms_ssim_db": 2, "level2_share": 3, "level2_share_coded": 3, "bd_rate_psnr_pct": 1,
               "bd_rate_ms_ssim_pct": 1, "bd_psnr_db": 2, "bd_ms_ssim_db": 2}  # fmt: skip
 
 
@@ -685,6 +688,4 @@ def evaluate_folder(
     if anchors:
         md.append("\n" + _PUBLISHED_CAPTION + "\n")
     _p("summary.md").write_text("\n".join(md))
-    return EvalReport(
-        per_image=per_image, average=average, bd=bd, files=files, images=[p.name for p in images]
-    )
+    return EvalReport(per_image=per_image, average=average, bd=bd, files=files, images=[p.name for p in images])

@@ -46,6 +46,7 @@ class FakeResult:
     encode_seconds: float
     reconstruction: np.ndarray
     kl_bits_per_level: dict[int, float] = field(default_factory=dict)
+    coded_bits_per_level: dict[int, int] = field(default_factory=dict)
     theoretical_psnr: float | None = None
     theoretical_ms_ssim: float | None = None
 
@@ -84,6 +85,7 @@ class QuantizingCodec:
             encode_seconds=time.perf_counter() - t0,
             reconstruction=rec,
             kl_bits_per_level={1: 0.8 * kl, 2: 0.2 * kl} if self.report_theory else {},
+            coded_bits_per_level={1: 6 * len(data), 2: 2 * len(data)} if self.report_theory else {},
             theoretical_psnr=metrics.psnr(image, rec) + 0.1 if self.report_theory else None,
             theoretical_ms_ssim=metrics.ms_ssim(image, rec) if self.report_theory else None,
         )

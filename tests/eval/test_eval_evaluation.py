@@ -49,6 +49,7 @@ def test_evaluate_folder_writes_tables_and_plots(image_folder, tmp_path, fake_co
     assert rb["decode_matches"].all()
     assert np.allclose(rb["theoretical_bpp"], 0.95 * rb["bpp"])
     assert np.allclose(rb["level2_share"], 0.2)
+    assert np.allclose(rb["level2_share_coded"], 0.25)
     assert pi.loc[pi["kind"] == "classical", "theoretical_bpp"].isna().all()
     # averaged table: one row per (codec, quality), over both images
     avg = rep.average
@@ -133,6 +134,7 @@ def test_decode_mismatch_and_missing_theory_are_reported(image_folder, tmp_path)
     assert rep.average["decode_matches"].eq(False).all()
     assert rep.per_image["theoretical_psnr"].isna().all()
     assert rep.per_image["level2_share"].isna().all()
+    assert rep.per_image["level2_share_coded"].isna().all()
     assert "level2_share.png" not in rep.files
     # without exact-sample metrics the theoretical curve uses the coded reconstruction's quality
     assert any("coded sample" in a for a in rep.bd["anchor"])

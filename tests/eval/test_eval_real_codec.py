@@ -43,6 +43,7 @@ def test_evaluate_folder_with_real_codec(image_folder, tmp_path, tiny_codec):
     assert (rb["bpp"] == rb["bytes"] * 8 / (rb["width"] * rb["height"])).all()
     assert (rb["theoretical_bpp"] > 0).all()
     assert rb["level2_share"].between(0, 1).all()
+    assert rb["level2_share_coded"].between(0, 1).all()
     assert rb["theoretical_psnr"].notna().all()  # the codec reports the exact-sample point
     assert all(math.isfinite(v) for v in rb["psnr"])
     assert np.isfinite(rep.average["bpp"]).all()
