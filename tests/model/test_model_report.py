@@ -64,6 +64,7 @@ def report(weights: Path, tmp_path_factory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("res") / "model_report"
     side = out.with_name("tiny.json")
     args = ["--weights", str(weights), "--kodak", str(d), "--out", str(out), "--quiet", "--sidecar", str(side)]
+    args += ["--note", "smoke test of a random model"]
     assert mr.main(args) == 0
     return json.loads(out.with_name("model_report.json").read_text()), out
 
@@ -80,6 +81,7 @@ def test_report_files_and_metadata(report, weights: Path) -> None:
     for name in ("kodim01", "kodim02", "odd", "**average**", rep["weights"]["fingerprint"][:16]):
         assert name in md
     assert "PSNR gain over JPEG" in md and rep["date"] in md
+    assert rep["user_note"] == "smoke test of a random model" and "**smoke test of a random model**" in md
     assert isinstance(rep["target"]["met"], bool)
 
 
