@@ -118,3 +118,37 @@ def test_mirror_pad_small_maps_fall_back_to_replicate() -> None:
     assert torch.equal(r[0, 0, 2:6, 2:6], x[0, 0])
     assert torch.equal(r[0, 0, 0, 2:6], x[0, 0, 2])  # reflection (row 2 mirrored above row 0), not zeros
     assert torch.equal(mirror_pad(x, 0), x)
+
+
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_gradients_reach_every_trainable_parameter(learn_scale: bool) -> None:
+    """One ELBO backward pass gives a finite, non-zero gradient to every parameter that trains
+    (the plain PLN's fixed Laplace scale does not train)."""
+    from raybb.model.ladder import LadderConfig
+
+    torch.manual_seed(3)
+    net = LadderNetwork(LadderConfig(N=8, M=8, F=8, G=2, learn_scale=learn_scale))
+    x = torch.rand(2, 3, 64, 64)
+    out = net(x)
+    (out.nll + 2.0 * (out.kl1 + out.kl2)).mean().backward()
+    for name, p in net.named_parameters():
+        if name == "likelihood.raw_gamma" and not learn_scale:
+            assert not p.requires_grad and p.grad is None
+            continue
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_batch_elements_are_independent(tiny_model: LadderNetwork) -> None:
+    """An image's posterior and reconstruction do not depend on what else is in the batch (the
+    codec may batch images in any order)."""
+    torch.manual_seed(4)
+    a, b = torch.rand(1, 3, 64, 128), torch.rand(1, 3, 64, 128)
+    with torch.no_grad():
+        both = tiny_model(torch.cat([a, b]), sample=False)
+        alone = tiny_model(b, sample=False)
+    assert torch.allclose(both.q1.mean[1:], alone.q1.mean, atol=1e-5)
+    assert torch.allclose(both.q2.std[1:], alone.q2.std, atol=1e-5)
+    assert torch.allclose(both.x_hat[1:], alone.x_hat, atol=1e-5)
+    assert torch.allclose(both.kl1[1:], alone.kl1, rtol=1e-5)

@@ -116,9 +116,7 @@ def test_truncated_file_rejected(saved, tmp_path: Path, keep) -> None:
     path, _, _ = saved
     data = path.read_bytes()
     hl = 8 + _header_len(data)
-    n = {"mid_header": hl // 2, "end_header": hl, "mid_data": (hl + len(data)) // 2, -1: len(data) - 1}.get(
-        keep, keep
-    )
+    n = {"mid_header": hl // 2, "end_header": hl, "mid_data": (hl + len(data)) // 2, -1: len(data) - 1}.get(keep, keep)
     p = tmp_path / "trunc.safetensors"
     p.write_bytes(data[:n])
     with pytest.raises(WeightsError):
@@ -352,10 +350,7 @@ def _pickle_uses(tree: ast.AST) -> list[str]:
 
 
 def test_pickle_detector_detects() -> None:
-    src = (
-        "import pickle\nimport torch\nfrom joblib import load\n"
-        "x = torch.load('f')\nnp.load(p, allow_pickle=True)\n"
-    )
+    src = "import pickle\nimport torch\nfrom joblib import load\nx = torch.load('f')\nnp.load(p, allow_pickle=True)\n"
     assert len(_pickle_uses(ast.parse(src))) == 4
     assert _pickle_uses(ast.parse('"""no pickle, no torch.load here"""\n# torch.load\n')) == []
 
