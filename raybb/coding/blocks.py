@@ -80,13 +80,20 @@ class OutlierCodec:
     def _dither(self, pos: torch.Tensor) -> torch.Tensor:
         return rnd.uniform(self.key_dither, pos, torch.zeros((), dtype=torch.int32)) - 0.5
 
-    def encode(self, w: Writer, m: torch.Tensor, s: torch.Tensor, pos_np: np.ndarray) -> None:
-        """Write e and the 16-bit words for outlier dims ``pos`` (positions written by the caller)."""
+    def encode(self, w: Writer, m: torch.Tensor, s: torch.Tensor, pos_np: np.ndarray,
+               values: np.ndarray | None = None) -> None:
+        """Write e and the 16-bit words for outlier dims ``pos`` (positions written by the caller).
+
+        ``values`` (standardized, float64) replaces the default draw v ~ q' when a sampler needs
+        another distribution (e.g. the rejection sampler's residual)."""
         if pos_np.size == 0:
             return
         pos = torch.as_tensor(pos_np, device=m.device)
-        eps = rnd.normal(self.key_noise, pos, torch.zeros((), dtype=torch.int32))
-        v = (m[pos] + s[pos] * eps).double()
+        if values is None:
+            eps = rnd.normal(self.key_noise, pos, torch.zeros((), dtype=torch.int32))
+            v = (m[pos] + s[pos] * eps).double()
+        else:
+            v = torch.as_tensor(values, dtype=torch.float64, device=m.device)
         vmax = float(v.abs().max())
         e = 47 if vmax == 0 else min(47, max(-16, math.floor(math.log2(32766.0 / vmax))))
         u = self._dither(pos).double()

@@ -89,7 +89,7 @@ class Writer:
 
     def categorical(self, values: np.ndarray, probs: np.ndarray) -> None:
         v = np.asarray(values, dtype=np.int32)
-        if v.size:
+        if v.size and len(probs) > 1:  # a one-symbol alphabet carries no information
             self._enc.encode(v, _model.Categorical(np.asarray(probs, dtype=np.float64), perfect=False))
 
     def log_bucket(self, values: np.ndarray) -> None:
@@ -178,8 +178,8 @@ class Reader:
         return out
 
     def categorical(self, n: int, probs: np.ndarray) -> np.ndarray:
-        if n == 0:
-            return np.zeros(0, dtype=np.int64)
+        if n == 0 or len(probs) == 1:
+            return np.zeros(n, dtype=np.int64)
         return self._decode(_model.Categorical(np.asarray(probs, dtype=np.float64), perfect=False), n)
 
     def log_bucket(self, n: int, *, limit: int | None = None) -> np.ndarray:

@@ -14,17 +14,18 @@ was measured cheaper than sending free block sizes (about 1.4 vs 5.3 bits per bl
 benchmark's latents).  The decoder rebuilds blocks from the flags, never from floats.
 
 Speed (why a pool): scoring N candidates for every block needs N x D log-weights.  Drawing N x D
-fresh normals costs far more than scoring them, so blocks of the same *width class*
-W = next_pow2(d) share one pool P_W of N x W normals, and each block b gets its own transform,
-all drawn from the shared stream by block index: a random row offset r_b (candidate of rank i is
-pool row (i + r_b) mod N), a random injective choice of d columns out of W, and random signs.
-Each block's candidate sequence is therefore still i.i.d. N(0, I_d) and independent of the
-shared arrival times, so every block's marginal is exactly PFR (truncated at N).  Blocks are not
-independent of each other any more (they reuse pool entries); the tests and the benchmark
-measure the cross-block correlation of the coded noise, which stays at the level of the
-sampling noise.  Log-weights are a quadratic form, log w = a.x^2 + b.x + c per dim, so a class
-is scored with one matrix product [P^2, P] (N x 2W) @ [A; B] (2W x blocks).  The decoder only
-regenerates the d entries of the selected pool row per block.
+fresh normals costs far more than scoring them, so all blocks share one pool P of N x W normals
+(W = 2 * next_pow2(max_dims)), and each block b gets its own transform, drawn from the shared
+stream by block index: a random row offset r_b (candidate of rank i is pool row (i + r_b) mod N),
+a random injective choice of its d columns out of W, and random signs.  Each block's candidate
+sequence is therefore still i.i.d. N(0, I_d) and independent of the shared arrival times, so
+every block's marginal is exactly PFR (truncated at N).  Blocks are *not* independent of each
+other (they reuse pool entries): blocks with near-identical posteriors tend to pick the same
+rows.  Measured (tests/coding/test_exactness.py, benchmark): marginals pass KS tests, neighbouring
+blocks' noise correlation is ~0, but averages over many near-identical low-KL blocks fluctuate
+more than for independent samples.  Log-weights are a quadratic form, log w = a.x^2 + b.x + c
+per dim, so all blocks are scored with one matrix product [P^2, P] (N x 2W) @ [A; B] (2W x
+blocks).  The decoder only regenerates the d entries of the selected pool row per block.
 """
 
 from __future__ import annotations
@@ -53,21 +54,23 @@ from raybb.errors import CorruptPayload
 __all__ = ["PFRSampler"]
 
 _POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
+_K0 = 64  # ranks with per-block arrival times
 
 
 class _Layout:
-    """Per-dim block membership derived from integers only (shared by encoder and decoder)."""
+    """Per-dim block membership and per-block transforms, derived from integers only.
 
-    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, keys: dict, device) -> None:
+    Every block draws its d columns injectively from one pool of width ``2 * next_pow2(max_dims)``
+    (wider than any block, so two blocks rarely use the same columns), plus signs and a row offset.
+    """
+
+    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device) -> None:
         self.n_blocks = len(sizes)
         self.block_of = np.repeat(np.arange(self.n_blocks), sizes)
         starts = np.cumsum(sizes) - sizes
         self.j = np.arange(len(inl)) - starts[self.block_of]
         self.inl = inl
-        wlog = np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64)
-        self.width = np.left_shift(np.int64(1), wlog)  # per block
-        self.classes = [int(w) for w in np.unique(self.width)]
-        self.device = device
+        self.width = width
         nmask = (1 << log2n) - 1
         b_all = torch.arange(self.n_blocks, device=device)
         self.row_off = rnd.raw_bits(keys[_ROW], b_all, torch.zeros((), dtype=torch.int32)) & nmask
@@ -75,19 +78,15 @@ class _Layout:
         jt = torch.as_tensor(self.j, device=device)
         sbit = rnd.raw_bits(keys[_SIGN], bo, jt) & 1
         self.sign = (1 - 2 * sbit).to(torch.float32)
-        self.col = torch.empty(len(inl), dtype=torch.int64, device=device)
-        self.per_class = {}
-        for w in self.classes:
-            blocks = np.flatnonzero(self.width == w)
-            bt = torch.as_tensor(blocks, device=device)
-            cols = torch.arange(w, device=device)
+        dmax = int(sizes.max()) if self.n_blocks else 0
+        cols = torch.arange(width, device=device)
+        perm = torch.empty(self.n_blocks, dmax, dtype=torch.int64, device=device)
+        step = max(1, (1 << 20) // width)
+        for b0 in range(0, self.n_blocks, step):  # bounded memory
+            bt = b_all[b0:b0 + step]
             bits = rnd.raw_bits(keys[_PERM], bt[:, None], cols[None, :].to(torch.int32))
-            perm = torch.argsort((bits << 9) | cols[None, :], dim=1)
-            dims = np.flatnonzero(self.width[self.block_of] == w)
-            local = np.searchsorted(blocks, self.block_of[dims])
-            lt = torch.as_tensor(local, device=device)
-            self.col[torch.as_tensor(dims, device=device)] = perm[lt, jt[torch.as_tensor(dims, device=device)]]
-            self.per_class[w] = (blocks, dims, local)
+            perm[b0:b0 + step] = torch.argsort((bits << 9) | cols[None, :], dim=1)[:, :dmax]
+        self.col = perm[bo, jt] if len(inl) else torch.zeros(0, dtype=torch.int64, device=device)
 
 
 @register
@@ -108,8 +107,8 @@ class PFRSampler:
     def _validate(self) -> None:
         if not 1 <= self.budget_bits <= 24:
             raise CorruptPayload("pfr: budget_bits must be in [1, 24]")
-        if not self.budget_bits <= self.log2_candidates <= 22:
-            raise CorruptPayload("pfr: log2_candidates must be in [budget_bits, 22]")
+        if not 1 <= self.log2_candidates <= 22:
+            raise CorruptPayload("pfr: log2_candidates must be in [1, 22]")
         if not 1 <= self.max_dims <= 256:
             raise CorruptPayload("pfr: max_dims must be in [1, 256]")
         if not 1 <= self.outlier_bits <= 64:
@@ -147,7 +146,7 @@ class PFRSampler:
         write_positions(w, out_pos)
         OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos)
         sizes = tree_split(kl_np[inl], self.max_dims, self.budget_bits, w)
-        lay = _Layout(inl, sizes, self.log2_candidates, keys, dev)
+        lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
         ranks = self._search(m, s, lay, keys)
         w.log_bucket(ranks)
         payload = w.finish()
@@ -164,50 +163,81 @@ class PFRSampler:
         }
         return EncodeResult(payload=payload, sample=sample, stats=stats)
 
+    @property
+    def pool_width(self) -> int:
+        return 2 << max(0, (self.max_dims - 1).bit_length())
+
     def _search(self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict) -> np.ndarray:
-        """Rank of the PFR winner for every block (truncated at N candidates)."""
+        """Rank of the PFR winner for every block (truncated at N candidates).
+
+        Arrival times: each block has its *own* first ``_K0`` arrivals (the ranks where almost all
+        low-KL winners are), and later arrivals add shared Exp(1) increments to the block's own
+        T_K0 -- still a Poisson process per block, and blocks no longer share a "temperature".
+        """
         dev = m.device
         n = 1 << self.log2_candidates
-        ranks = np.zeros(lay.n_blocks, dtype=np.int64)
-        if lay.n_blocks == 0:
+        nb = lay.n_blocks
+        ranks = np.zeros(nb, dtype=np.int64)
+        if nb == 0:
             return ranks
-        u = rnd.uniform(keys[_ARRIVAL], torch.zeros((), dtype=torch.int64, device=dev),
-                        torch.arange(n, device=dev, dtype=torch.int32)).double()
-        log_t = torch.log(torch.cumsum(-torch.log(u), 0)).to(torch.float32)
+        k0 = min(_K0, n)
+        w = lay.width
+        bo = torch.as_tensor(lay.block_of, device=dev)
+        b_all = torch.arange(nb, device=dev)
+        u0 = rnd.uniform(keys[_ARRIVAL], b_all[None, :],
+                         torch.arange(k0, device=dev, dtype=torch.int32)[:, None]).double()
+        t_own = torch.cumsum(-torch.log(u0), 0)  # (k0, nb) float64
         inl = torch.as_tensor(lay.inl, device=dev)
         mi, si = m[inl].double(), s[inl].double()
         inv = 1.0 / (si * si)
         a = (0.5 - 0.5 * inv).to(torch.float32)
         b = (mi * inv).to(torch.float32) * lay.sign
         c = -torch.log(si) - 0.5 * mi * mi * inv
-        for w in lay.classes:
-            blocks, dims, local = lay.per_class[w]
-            nb = len(blocks)
-            dims_t = torch.as_tensor(dims, device=dev)
-            local_t = torch.as_tensor(local, device=dev)
-            col = lay.col[dims_t]
+        cb64 = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, bo, c)
+        cb = cb64.to(torch.float32)
+        pool = rnd.normal(keys[_POOL], torch.tensor(w, device=dev),
+                          torch.arange(n * w, device=dev, dtype=torch.int32)).view(n, w)
+        roff = lay.row_off
+        # ranks < k0: explicit per-block scores with the block's own arrival times
+        best = torch.full((nb,), float("inf"), device=dev)
+        best_rank = torch.zeros(nb, dtype=torch.int64, device=dev)
+        per = max(1, (1 << 22) // max(len(lay.inl), 1))
+        for i0 in range(0, k0, per):
+            ii = torch.arange(i0, min(k0, i0 + per), device=dev)
+            rows = (ii[:, None] + roff[bo][None, :]) & (n - 1)
+            x = pool[rows, lay.col[None, :]]
+            lw = torch.zeros(len(ii), nb, device=dev).index_add_(1, bo, a * x * x + b * x) + cb
+            score = torch.log(t_own[i0:i0 + len(ii)]).to(torch.float32) - lw
+            val, arg = score.min(0)
+            better = val < best
+            best = torch.where(better, val, best)
+            best_rank = torch.where(better, arg + i0, best_rank)
+        if n > k0:
+            # ranks >= k0: T = T_own[k0-1] + shared increments; one GEMM over pool rows
+            us = rnd.uniform(keys[_ARRIVAL], torch.tensor(1 << 40, device=dev),
+                             torch.arange(n, device=dev, dtype=torch.int32)).double()
+            inc = torch.cumsum(-torch.log(us), 0)
+            inc = torch.where(torch.arange(n, device=dev) < k0, torch.full_like(inc, float("inf")),
+                              inc - inc[k0 - 1]).to(torch.float32)
+            t_k0 = t_own[k0 - 1].to(torch.float32)
             coef = torch.zeros(2 * w, nb, dtype=torch.float32, device=dev)
-            coef[col, local_t] = a[dims_t]
-            coef[w + col, local_t] = b[dims_t]
-            cb = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, local_t, c[dims_t]).to(torch.float32)
-            pool = rnd.normal(keys[_POOL], torch.tensor(w, device=dev),
-                              torch.arange(n * w, device=dev, dtype=torch.int32)).view(n, w)
+            coef[lay.col, bo] = a
+            coef[w + lay.col, bo] = b
             feats = torch.cat([pool * pool, pool], 1)
-            roff = lay.row_off[torch.as_tensor(blocks, device=dev)]
-            best = torch.full((nb,), float("inf"), device=dev)
-            best_row = torch.zeros(nb, dtype=torch.int64, device=dev)
             rows_per = max(16, min(n, (1 << 22) // max(nb, 1)))
             for r0 in range(0, n, rows_per):
                 r1 = min(n, r0 + rows_per)
                 lw = feats[r0:r1] @ coef
                 lw += cb
                 rank = (torch.arange(r0, r1, device=dev)[:, None] - roff[None, :]) & (n - 1)
-                score = log_t[rank] - lw
+                t = inc[rank]
+                t += t_k0
+                score = torch.log_(t).sub_(lw)
                 val, arg = score.min(0)
                 better = val < best
                 best = torch.where(better, val, best)
-                best_row = torch.where(better, arg + r0, best_row)
-            ranks[blocks] = ((best_row - roff) & (n - 1)).cpu().numpy()
+                best_rank = torch.where(better, (arg + r0 - roff) & (n - 1), best_rank)
+        ranks[:] = best_rank.cpu().numpy()
         return ranks
 
     # ------------------------------------------------------------------ decoder
@@ -233,11 +263,11 @@ class PFRSampler:
             z[torch.as_tensor(out_pos, device=dev)] = OutlierCodec(keys[_ONOISE], keys[_ODITHER]).values(
                 e, words, out_pos, dev)
         if n_blocks:
-            lay = _Layout(inl, sizes, self.log2_candidates, keys, dev)
+            lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
             nmask = (1 << self.log2_candidates) - 1
             bo = torch.as_tensor(lay.block_of, device=dev)
             row = (torch.as_tensor(ranks, device=dev)[bo] + lay.row_off[bo]) & nmask
-            wid = torch.as_tensor(lay.width, device=dev)[bo]
-            vals = rnd.normal(keys[_POOL], wid, (row * wid + lay.col).to(torch.int32))
+            vals = rnd.normal(keys[_POOL], torch.tensor(lay.width, device=dev),
+                              (row * lay.width + lay.col).to(torch.int32))
             z[torch.as_tensor(inl, device=dev)] = vals * lay.sign
         return prior_sample(p, z)

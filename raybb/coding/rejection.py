@@ -9,8 +9,9 @@ bits).  For Gaussians ``{r > L}`` is an interval (or its complement), so ``S`` h
 with the normal CDF; those floats live only in the encoder (the decoder just replays K).
 
 All dims step in lockstep (one vectorised step per candidate index, active dims compacted).
-A dim still unaccepted after ``2**budget_bits`` candidates is sampled from q' and sent as a
-16-bit dithered outlier (``blocks.OutlierCodec``).  K (or "outlier") is arithmetic-coded with an
+A dim still unaccepted after ``2**budget_bits`` candidates is sampled from the GRS *residual*
+``max(q' - L_N p', 0)`` (so the output stays exactly q'; a plain q' draw would not be) and sent
+as a 16-bit dithered outlier (``blocks.OutlierCodec``).  K (or "outlier") is arithmetic-coded with an
 empirical table fitted on data (:func:`fit_index_table`, Laplace smoothing alpha = 0.01); the
 shipped table ``rejection_table.json`` was fitted on ``synthetic.make_pair`` latents.
 
@@ -51,7 +52,7 @@ from raybb.errors import CorruptPayload
 
 __all__ = ["RejectionSampler", "IndexTable", "fit_index_table", "grs_indices", "load_default_table"]
 
-_CAND, _ACCEPT, _ONOISE, _ODITHER = range(4)
+_CAND, _ACCEPT, _ONOISE, _ODITHER, _RESID = range(5)
 TABLE_FILE = "rejection_table.json"
 
 
@@ -136,8 +137,11 @@ def _accepted_mass(L, a, b, c, m, s):
 
 
 def grs_indices(m: torch.Tensor, s: torch.Tensor, k_cand: int, k_acc: int, dims: torch.Tensor,
-                max_index: int, chunk: int = 16) -> torch.Tensor:
+                max_index: int, chunk: int = 16, return_level: bool = False):
     """1-based acceptance index per dim (0 = not accepted within ``max_index``), int64.
+
+    With ``return_level`` also returns ``L_N`` per dim (the GRS level reached, float64 NumPy),
+    which defines the residual ``max(q' - L_N p', 0)`` an exhausted dim must be sampled from.
 
     The (L_i, S_i) recursion does not depend on the candidates, so it runs ``chunk`` steps ahead
     in NumPy for the still-active dims; candidates and acceptance coins for those steps are then
@@ -152,6 +156,7 @@ def grs_indices(m: torch.Tensor, s: torch.Tensor, k_cand: int, k_acc: int, dims:
     c = -np.log(s64) - 0.5 * m64 * m64 / (s64 * s64)
     n = m64.shape[0]
     out = np.zeros(n, dtype=np.int64)
+    level = np.zeros(n)
     act = np.arange(n)
     L = np.zeros(n)
     S = np.zeros(n)
@@ -184,7 +189,33 @@ def grs_indices(m: torch.Tensor, s: torch.Tensor, k_cand: int, k_acc: int, dims:
         keep = ~anyacc
         act, L, S = act[keep], L[keep], S[keep]
         i0 += steps
-    return torch.as_tensor(out, device=dev)
+    level[act] = L
+    res = torch.as_tensor(out, device=dev)
+    return (res, level) if return_level else res
+
+
+def residual_samples(m: np.ndarray, s: np.ndarray, level: np.ndarray, k: int, dims: np.ndarray,
+                     rounds: int = 256) -> np.ndarray:
+    """Standardized samples from the GRS residual ``max(q' - L p', 0)`` (normalised), by rejection
+    from q': accept x ~ q' with probability ``max(0, 1 - L / r(x))``.  Makes the "budget exhausted"
+    path exact instead of a fresh q' draw (which would over-weight the centre).  Encoder only;
+    after ``rounds`` failed rounds (residual mass tiny in practice) the last q' draw is kept."""
+    n = m.shape[0]
+    out = np.zeros(n)
+    todo = np.arange(n)
+    for t in range(rounds):
+        if todo.size == 0:
+            break
+        st = torch.as_tensor(dims[todo])
+        eps = rnd.normal(k, st, torch.tensor(2 * t, dtype=torch.int32)).double().numpy()
+        u = rnd.uniform(k, st, torch.tensor(2 * t + 1, dtype=torch.int32)).double().numpy()
+        x = m[todo] + s[todo] * eps
+        with np.errstate(over="ignore", divide="ignore"):
+            logr = -np.log(s[todo]) - 0.5 * eps * eps + 0.5 * x * x
+            acc = (u < 1 - level[todo] * np.exp(-logr)) | (t == rounds - 1)
+        out[todo[acc]] = x[acc]
+        todo = todo[~acc]
+    return out
 
 
 @register
@@ -221,20 +252,24 @@ class RejectionSampler:
     @staticmethod
     def _keys(key: StreamKey) -> dict:
         return {t: rnd.fold_key(key.seed, key.image, key.level, RejectionSampler.sampler_id * 16 + t)
-                for t in range(4)}
+                for t in range(5)}
 
     def encode(self, q: DiagGaussian, p: DiagGaussian, key: StreamKey) -> EncodeResult:
         d = check_pair(q, p)
         keys = self._keys(key)
         m, s = standardize(q, p)
         dims = torch.arange(d, device=m.device)
-        k = grs_indices(m, s, keys[_CAND], keys[_ACCEPT], dims, 1 << self.budget_bits).cpu().numpy()
+        k, level = grs_indices(m, s, keys[_CAND], keys[_ACCEPT], dims, 1 << self.budget_bits,
+                               return_level=True)
+        k = k.cpu().numpy()
         out_pos = np.flatnonzero(k == 0)
+        v = residual_samples(m.double().cpu().numpy()[out_pos], s.double().cpu().numpy()[out_pos],
+                             level[out_pos], keys[_RESID], out_pos)
         sym = np.where(k == 0, 1 << self.budget_bits, k - 1)
         w = Writer()
         w.uint(d, 32)
         w.categorical(sym, self._probs)
-        OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos)
+        OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos, values=v)
         payload = w.finish()
         kl = kl_bits_std(m, s)
         stats = {"kl_bits": float(kl.sum()), "coded_bits": 8 * len(payload),

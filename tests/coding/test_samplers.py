@@ -1,0 +1,130 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from raybb.coding import (
+    SAMPLERS,
+    DiagGaussian,
+    GreedySampler,
+    ImportanceSampler,
+    PFRSampler,
+    RejectionSampler,
+    StreamKey,
+    get_sampler,
+    kl_bits,
+)
+from raybb.coding.synthetic import make_pair
+from raybb.errors import BitstreamError, CodingError, CorruptPayload
+
+SMALL = {
+    "pfr": PFRSampler(8, 11, 16, 8),
+    "pfr-default": PFRSampler(),
+    "rejection": RejectionSampler(6),
+    "greedy": GreedySampler(4, 8, 32),
+    "importance": ImportanceSampler(6, 32, 6),
+}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return make_pair(3000, 3000, seed=11)
+
+
+@pytest.mark.parametrize("name", list(SMALL))
+def test_decode_is_bit_identical_and_params_round_trip(name, pair):
+    q, p = pair
+    smp = SMALL[name]
+    key = StreamKey(seed=2**62 + 5, image=3, level=1)
+    enc = smp.encode(q, p, key)
+    again = get_sampler(smp.sampler_id, smp.params())
+    assert type(again) is type(smp) and again.params() == smp.params()
+    out = again.decode(p, key, enc.payload)
+    assert out.dtype == torch.float32 and out.shape == q.mean.shape
+    assert torch.equal(out, enc.sample)
+    assert torch.isfinite(out).all()
+    assert enc.stats["coded_bits"] == 8 * len(enc.payload)
+    assert abs(enc.stats["kl_bits"] - float(kl_bits(q, p).sum())) < 1e-6 * enc.stats["kl_bits"] + 1e-6
+    # encoding is deterministic given the key; another key gives another sample
+    assert enc.payload == smp.encode(q, p, key).payload
+    other = smp.encode(q, p, StreamKey(seed=1))
+    assert not torch.equal(other.sample, enc.sample)
+
+
+def test_registry():
+    assert {"pfr", "rejection", "greedy", "importance"} <= set(SAMPLERS)
+    ids = [cls.sampler_id for cls in SAMPLERS.values()]
+    assert len(set(ids)) == len(ids)
+    assert get_sampler("pfr").params() == PFRSampler().params()
+    with pytest.raises(CorruptPayload):
+        get_sampler(250)
+    with pytest.raises(CorruptPayload):
+        get_sampler("nope")
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("pfr", (0, 10, 16, 8)), ("pfr", (12, 23, 16, 8)), ("pfr", (12, 14, 999, 8)), ("pfr", (12, 14)),
+    ("pfr", (12, 14, 32, 2**40)), ("rejection", (13, 0)), ("rejection", (8, 1)),
+    ("rejection", (8,)), ("greedy", (0, 16, 64)), ("greedy", (6, 10**9, 64)),
+    ("importance", (8, 64, 9)), ("importance", (99, 64, 8)), ("importance", ("8", 64, 8)),
+])
+def test_from_params_rejects_nonsense(name, bad):
+    with pytest.raises(CorruptPayload):
+        get_sampler(name, bad)
+
+
+@pytest.mark.parametrize("name", ["pfr", "rejection", "greedy", "importance"])
+def test_wrong_prior_size_and_bad_input(name, pair):
+    q, p = pair
+    smp = SMALL[name]
+    enc = smp.encode(q, p, StreamKey(1))
+    short = DiagGaussian(p.mean[:-1].contiguous(), p.std[:-1].contiguous())
+    with pytest.raises(BitstreamError):
+        smp.decode(short, StreamKey(1), enc.payload)
+    with pytest.raises(CodingError):
+        smp.encode(DiagGaussian(q.mean, -q.std), p, StreamKey(1))
+    with pytest.raises(CodingError):
+        smp.encode(DiagGaussian(q.mean[:10], q.std[:10]), p, StreamKey(1))
+
+
+@pytest.mark.parametrize("name", ["pfr", "rejection", "greedy", "importance"])
+def test_empty_and_zero_kl_latents(name):
+    smp = SMALL[name]
+    z = torch.zeros(0)
+    p0 = DiagGaussian(z, z + 1)
+    enc = smp.encode(p0, p0, StreamKey(0))
+    assert enc.sample.shape == (0,)
+    p = DiagGaussian(torch.zeros(100), torch.ones(100))
+    enc = smp.encode(p, p, StreamKey(0))  # q == p: nearly free
+    assert torch.equal(smp.decode(p, StreamKey(0), enc.payload), enc.sample)
+    assert enc.stats["coded_bits"] < 2000
+
+
+def test_coded_bits_within_published_bounds(pair):
+    q, p = pair
+    kl = kl_bits(q, p).numpy()
+    total = kl.sum()
+    # PFR (Li & El Gamal 2018): per block H[K] <= KL + log2(KL + 1) + 4 bits; plus split flags,
+    # 16-bit outliers with their positions (< 40 bits each) and a small header.
+    smp = SMALL["pfr"]
+    st = smp.encode(q, p, StreamKey(3)).stats
+    bound = total + st["n_blocks"] * (math.log2(smp.budget_bits + 1) + 4) + 40 * st["n_outliers"] + 512
+    assert st["coded_bits"] <= bound
+    # Harsha et al. 2007: per dim E[len] <= KL + 2 log2(KL + 1) + O(1); O(1) ~ 2 bits with the table.
+    st = SMALL["rejection"].encode(q, p, StreamKey(3)).stats
+    assert st["coded_bits"] <= (kl + 2 * np.log2(kl + 1) + 2).sum() + 40 * st["n_outliers"] + 512
+    # Importance sampling: index bits = sum ceil(KL_g) <= KL + n_groups.
+    st = SMALL["importance"].encode(q, p, StreamKey(3)).stats
+    assert st["index_bits"] <= total + st["n_blocks"]
+    # Greedy: exactly shard_bits per shard, ceil(KL_c / B) shards per chunk.
+    g = SMALL["greedy"]
+    st = g.encode(q, p, StreamKey(3)).stats
+    assert st["n_shards"] * g.shard_bits <= total + st["n_blocks"] * g.shard_bits
+    assert st["coded_bits"] <= st["n_shards"] * g.shard_bits + 8 * st["n_blocks"] + 512
+
+
+def test_pfr_rate_tracks_kl():
+    q, p = make_pair(8000, 8000, seed=5)
+    st = PFRSampler().encode(q, p, StreamKey(9)).stats
+    assert 1.0 < st["coded_bits"] / st["kl_bits"] < 1.8
