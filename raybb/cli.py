@@ -128,9 +128,7 @@ def compress(
     quality: QualityOpt = None,
     sampler: SamplerOpt = None,
     device: DeviceOpt = None,
-    seed: Annotated[
-        int | None, typer.Option(help="Shared-randomness seed (default: derived from the pixels).")
-    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Shared-randomness seed (default: derived from the pixels).")] = None,
 ) -> None:
     """Compress images to .rbb bitstreams."""
     from raybb.imageio import IMAGE_SUFFIXES
@@ -219,9 +217,7 @@ def _codec_for(data: bytes, cache: dict, model: str | None, device: str | None):
 
         path = find_by_fingerprint(c.fingerprint)
         if path is None:
-            raise ModelMismatch(
-                f"no installed model has fingerprint {c.fingerprint.hex()} (see `raybb models`)"
-            )
+            raise ModelMismatch(f"no installed model has fingerprint {c.fingerprint.hex()} (see `raybb models`)")
         codec = load_codec(str(path), device=device)
     cache[c.fingerprint] = codec
     return codec
@@ -290,7 +286,9 @@ def train(
     data: Annotated[list[str], typer.Option("--data", help="Training image folders or fsspec URLs.")] = [],  # noqa: B006
     exclude: Annotated[list[str], typer.Option(help="Skip training files whose path contains this.")] = [],  # noqa: B006
     val_data: Annotated[list[str], typer.Option("--val-data", help="Validation image folders/URLs.")] = [],  # noqa: B006
-    variant: Annotated[str, typer.Option(help="'gamma-pln' (learned likelihood scale) or 'pln' (unit scale).")] = "gamma-pln",
+    variant: Annotated[
+        str, typer.Option(help="'gamma-pln' (learned likelihood scale) or 'pln' (unit scale).")
+    ] = "gamma-pln",
     beta: Annotated[float, typer.Option(help="Rate weight β (higher = fewer bits).")] = 4.0,
     steps: Annotated[int, typer.Option(help="Total optimizer steps.")] = 20000,
     batch: Annotated[int, typer.Option(help="Patches per step.")] = 8,
@@ -337,7 +335,9 @@ def train(
             bar.console.print(msg)
 
         try:
-            train_to_directory(cfg, out_dir, resume=resume, init_weights=str(init_weights) if init_weights else None, on_log=on_log)
+            train_to_directory(
+                cfg, out_dir, resume=resume, init_weights=str(init_weights) if init_weights else None, on_log=on_log
+            )
         except (ValueError, FileNotFoundError) as e:
             console.print(f"[red]error:[/red] {e}")
             raise typer.Exit(EXIT_USAGE) from e
@@ -378,6 +378,67 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             i.fingerprint[:16], i.source,
         )  # fmt: skip
     out.print(t)
+
+
+@app.command("eval")
+def eval_(
+    folder: Annotated[Path, typer.Argument(help="Folder of images (e.g. the 24 Kodak images).")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Where tables and plots go.")] = Path("raybb-eval"),
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="raybb model(s); default: every installed model.")
+    ] = [],  # noqa: B006
+    sampler: SamplerOpt = None,
+    baseline: Annotated[
+        list[str], typer.Option("--baseline", "-b", help="Classical codecs (jpeg, webp, avif, jpegxl).")
+    ] = [],  # noqa: B006
+    no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Evaluate raybb only.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    theoretical: Annotated[bool, typer.Option(help="Also measure the exact-sample (theoretical) point.")] = True,
+    device: DeviceOpt = None,
+) -> None:
+    """Rate-distortion evaluation against classical codecs: tables (CSV/Parquet), BD-rate and RD plots."""
+    from raybb.baselines import baseline_names
+    from raybb.codec import load_codec
+    from raybb.evaluation import evaluate_folder, markdown_table
+    from raybb.registry import list_models
+
+    if not folder.is_dir():
+        console.print(f"[red]error:[/red] not a folder: {folder}")
+        raise typer.Exit(EXIT_USAGE)
+    names = list(model) or [i.name for i in list_models()]
+    if not names:
+        console.print("[red]error:[/red] no raybb model installed; pass --model PATH")
+        raise typer.Exit(EXIT_MODEL)
+    bases = [] if no_baselines else (list(baseline) or baseline_names())
+    unknown = [b for b in bases if b not in baseline_names()]
+    if unknown:
+        console.print(f"[red]error:[/red] unknown baseline(s) {unknown}; available: {baseline_names()}")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        codecs = [(Path(n).stem, load_codec(n, sampler=sampler, device=device)) for n in names]
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
+    except RaybbError as e:
+        raise _fail(e) from e
+    with _progress() as bar:
+        task = bar.add_task("evaluating", total=None)
+
+        def progress(done: int, total: int, message: str) -> None:
+            bar.update(task, completed=done, total=total, description=message[:40])
+
+        rep = evaluate_folder(
+            folder, raybb_codecs=codecs, baselines=bases, out_dir=out_dir, progress=progress, limit=limit,
+            theoretical=theoretical,
+        )  # fmt: skip
+    cols = [c for c in ("codec", "quality", "bpp", "psnr", "ms_ssim", "ms_ssim_db", "encode_s", "decode_s",
+                        "theoretical_bpp", "theoretical_psnr", "level2_share") if c in rep.average.columns]  # fmt: skip
+    typer.echo(markdown_table(rep.average[cols]))  # plain echo: rich would re-wrap table rows
+    if len(rep.bd):
+        typer.echo("")
+        typer.echo(markdown_table(rep.bd))
+    for k, v in rep.files.items():
+        out.print(f"{k}: {v}")
 
 
 def main() -> None:  # pragma: no cover - console entry
