@@ -115,15 +115,15 @@ class OutlierCodec:
         return torch.mul(torch.sub(i, self._dither(pos)), 2.0**-e)
 
 
-def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarray]:
+def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Replay the split tree: ``decide(level, starts, sizes) -> bool mask`` for splittable nodes.
 
     Level 0 nodes are fixed superblocks of the ``n`` in-block dims; a split node of size d has
-    children of sizes d//2 and d - d//2.  Returns raster-ordered leaf (starts, sizes).
+    children of sizes d//2 and d - d//2.  Returns raster-ordered leaf (starts, sizes, levels).
     """
     starts = np.arange(0, n, superblock, dtype=np.int64)
     sizes = np.diff(np.r_[starts, n]).astype(np.int64)
-    leaf_s, leaf_d = [], []
+    leaf_s, leaf_d, leaf_l = [], [], []
     level = 0
     while starts.size:
         can = sizes > 1
@@ -132,22 +132,26 @@ def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarra
             split[can] = decide(level, starts[can], sizes[can])
         leaf_s.append(starts[~split])
         leaf_d.append(sizes[~split])
+        leaf_l.append(np.full(int((~split).sum()), level, dtype=np.int64))
         s, d = starts[split], sizes[split]
         half = d // 2
         starts = np.stack([s, s + half], 1).reshape(-1)
         sizes = np.stack([half, d - half], 1).reshape(-1)
         level += 1
-    st = np.concatenate(leaf_s) if leaf_s else np.zeros(0, dtype=np.int64)
-    sz = np.concatenate(leaf_d) if leaf_d else np.zeros(0, dtype=np.int64)
+    if not leaf_s:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z
+    st, sz, lv = np.concatenate(leaf_s), np.concatenate(leaf_d), np.concatenate(leaf_l)
     order = np.argsort(st, kind="stable")
-    return st[order], sz[order]
+    return st[order], sz[order], lv[order]
 
 
-def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -> np.ndarray:
+def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -> tuple[np.ndarray, np.ndarray]:
     """Encoder: split superblocks in halves while their KL exceeds the budget; write the flags.
 
     Cheaper side information than free block sizes: one (entropy-coded) flag per tree node, and
-    blocks of near-zero KL stay whole.  Returns raster-ordered leaf sizes.
+    blocks of near-zero KL stay whole.  Returns raster-ordered leaf (sizes, tree levels); the
+    level is a free context for entropy coding (deeper leaves have KL close to the budget).
     """
     cum = np.r_[0.0, np.cumsum(np.maximum(np.asarray(kl, dtype=np.float64), 0.0))]
 
@@ -159,10 +163,10 @@ def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -
         w.categorical(flags.astype(np.int32), np.array([1.0 - p1, p1]))
         return flags
 
-    return _tree_levels(len(kl), superblock, decide)[1]
+    return _tree_levels(len(kl), superblock, decide)[1:]
 
 
-def read_tree(r: Reader, n: int, superblock: int) -> np.ndarray:
+def read_tree(r: Reader, n: int, superblock: int) -> tuple[np.ndarray, np.ndarray]:
     """Decoder twin of :func:`tree_split`: leaf sizes from the flags (integers only)."""
 
     def decide(level, starts, sizes):
@@ -173,4 +177,4 @@ def read_tree(r: Reader, n: int, superblock: int) -> np.ndarray:
             raise CorruptPayload("split flags do not match their count")
         return flags
 
-    return _tree_levels(n, superblock, decide)[1]
+    return _tree_levels(n, superblock, decide)[1:]

@@ -54,14 +54,19 @@ from raybb.errors import CorruptPayload
 __all__ = ["PFRSampler"]
 
 _POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
-_K0 = 64  # ranks with per-block arrival times
+_K0 = 128  # ranks with per-block arrival times
+
+
+_MIN_CLASS = 8  # narrowest column class
 
 
 class _Layout:
     """Per-dim block membership and per-block transforms, derived from integers only.
 
-    Every block draws its d columns injectively from one pool of width ``2 * next_pow2(max_dims)``
-    (wider than any block, so two blocks rarely use the same columns), plus signs and a row offset.
+    A block of d dims belongs to the column class ``W = min(width, max(8, 2 * next_pow2(d)))``
+    and draws its d columns injectively from the first W columns of the one shared pool (at
+    least twice as many columns as it needs, so blocks rarely reuse the same entries), plus
+    random signs and a random row offset.  Classes only exist to keep the scoring GEMM small.
     """
 
     def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device) -> None:
@@ -78,15 +83,26 @@ class _Layout:
         jt = torch.as_tensor(self.j, device=device)
         sbit = rnd.raw_bits(keys[_SIGN], bo, jt) & 1
         self.sign = (1 - 2 * sbit).to(torch.float32)
-        dmax = int(sizes.max()) if self.n_blocks else 0
-        cols = torch.arange(width, device=device)
-        perm = torch.empty(self.n_blocks, dmax, dtype=torch.int64, device=device)
-        step = max(1, (1 << 20) // width)
-        for b0 in range(0, self.n_blocks, step):  # bounded memory
-            bt = b_all[b0:b0 + step]
-            bits = rnd.raw_bits(keys[_PERM], bt[:, None], cols[None, :].to(torch.int32))
-            perm[b0:b0 + step] = torch.argsort((bits << 9) | cols[None, :], dim=1)[:, :dmax]
-        self.col = perm[bo, jt] if len(inl) else torch.zeros(0, dtype=torch.int64, device=device)
+        wlog = np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64) + 1
+        self.cls = np.minimum(width, np.maximum(_MIN_CLASS, np.left_shift(np.int64(1), wlog)))
+        self.col = torch.zeros(len(inl), dtype=torch.int64, device=device)
+        self.classes: dict[int, np.ndarray] = {}
+        cls_of_dim = self.cls[self.block_of]
+        for w in np.unique(self.cls).tolist():
+            blocks = np.flatnonzero(self.cls == w)
+            self.classes[w] = blocks
+            dmax = int(sizes[blocks].max())
+            cols = torch.arange(w, device=device)
+            perm = torch.empty(len(blocks), dmax, dtype=torch.int64, device=device)
+            bt_all = torch.as_tensor(blocks, device=device)
+            step = max(1, (1 << 20) // w)
+            for b0 in range(0, len(blocks), step):  # bounded memory
+                bt = bt_all[b0:b0 + step]
+                bits = rnd.raw_bits(keys[_PERM], bt[:, None], cols[None, :].to(torch.int32))
+                perm[b0:b0 + step] = torch.argsort((bits << 9) | cols[None, :], dim=1)[:, :dmax]
+            dims = torch.as_tensor(np.flatnonzero(cls_of_dim == w), device=device)
+            local = torch.as_tensor(np.searchsorted(blocks, self.block_of[dims.cpu().numpy()]), device=device)
+            self.col[dims] = perm[local, jt[dims]]
 
 
 @register
@@ -96,7 +112,7 @@ class PFRSampler:
     sampler_id: ClassVar[int] = 4
     name: ClassVar[str] = "pfr"
 
-    def __init__(self, budget_bits: int = 12, log2_candidates: int = 14, max_dims: int = 32,
+    def __init__(self, budget_bits: int = 12, log2_candidates: int = 14, max_dims: int = 64,
                  outlier_bits: int = 12) -> None:
         self.budget_bits = int(budget_bits)
         self.log2_candidates = int(log2_candidates)
@@ -145,7 +161,7 @@ class PFRSampler:
         w.uint(len(out_pos), 32)
         write_positions(w, out_pos)
         OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos)
-        sizes = tree_split(kl_np[inl], self.max_dims, self.budget_bits, w)
+        sizes, _levels = tree_split(kl_np[inl], self.max_dims, self.budget_bits, w)
         lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
         ranks = self._search(m, s, lay, keys)
         w.log_bucket(ranks)
@@ -213,30 +229,60 @@ class PFRSampler:
             best = torch.where(better, val, best)
             best_rank = torch.where(better, arg + i0, best_rank)
         if n > k0:
-            # ranks >= k0: T = T_own[k0-1] + shared increments; one GEMM over pool rows
+            # ranks >= k0: T = T_own[k0-1] + shared increments; one GEMM per column class
             us = rnd.uniform(keys[_ARRIVAL], torch.tensor(1 << 40, device=dev),
                              torch.arange(n, device=dev, dtype=torch.int32)).double()
             inc = torch.cumsum(-torch.log(us), 0)
             inc = torch.where(torch.arange(n, device=dev) < k0, torch.full_like(inc, float("inf")),
                               inc - inc[k0 - 1]).to(torch.float32)
             t_k0 = t_own[k0 - 1].to(torch.float32)
-            coef = torch.zeros(2 * w, nb, dtype=torch.float32, device=dev)
-            coef[lay.col, bo] = a
-            coef[w + lay.col, bo] = b
-            feats = torch.cat([pool * pool, pool], 1)
-            rows_per = max(16, min(n, (1 << 22) // max(nb, 1)))
-            for r0 in range(0, n, rows_per):
-                r1 = min(n, r0 + rows_per)
-                lw = feats[r0:r1] @ coef
-                lw += cb
-                rank = (torch.arange(r0, r1, device=dev)[:, None] - roff[None, :]) & (n - 1)
-                t = inc[rank]
-                t += t_k0
-                score = torch.log_(t).sub_(lw)
-                val, arg = score.min(0)
-                better = val < best
-                best = torch.where(better, val, best)
-                best_rank = torch.where(better, (arg + r0 - roff) & (n - 1), best_rank)
+            sq = pool * pool
+            nmask = n - 1
+            # Exact pruning: a block whose best score so far beats log(T_k0) - sup log w cannot be
+            # improved by later ranks (T only grows; sup over the pool's value range [-X, X]).
+            tbl_t, tbl_d = rnd.normal_table("cpu")
+            xmax = float(max(-tbl_t[0], tbl_t[-1] + tbl_d[-1]))
+            a64, b64 = a.double(), b.double()
+            ends = torch.maximum(a64 * xmax * xmax + b64 * xmax, a64 * xmax * xmax - b64 * xmax)
+            vx = -b64 / (2 * a64)
+            vert = torch.where((a64 < 0) & (vx.abs() <= xmax), -b64 * b64 / (4 * a64), ends)
+            sup = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, bo, torch.maximum(ends, vert))
+            ub = (sup + cb64) * (1 + 1e-5) + 1e-3  # float32 slack for the encoder's own rounding
+            hopeless = (torch.log(t_own[k0 - 1]) - ub) > best.double()
+            self._pruned = int(hopeless.sum())
+            for wc, blocks_all in lay.classes.items():
+                blocks = blocks_all[~hopeless[torch.as_tensor(blocks_all, device=dev)].cpu().numpy()]
+                if len(blocks) == 0:
+                    continue
+                bsel = torch.as_tensor(blocks, device=dev)
+                nbc = len(blocks)
+                dsel = torch.as_tensor(np.flatnonzero(np.isin(lay.block_of, blocks)), device=dev)
+                local = torch.as_tensor(np.searchsorted(blocks, lay.block_of[dsel.cpu().numpy()]), device=dev)
+                coef_t = torch.zeros(nbc, 2 * wc, dtype=torch.float32, device=dev)
+                coef_t[local, lay.col[dsel]] = a[dsel]
+                coef_t[local, wc + lay.col[dsel]] = b[dsel]
+                feats_t = torch.cat([sq[:, :wc], pool[:, :wc]], 1).T.contiguous()  # (2W, N)
+                roff = lay.row_off[bsel]
+                cbc, tk = cb[bsel][:, None], t_k0[bsel][:, None]
+                rows_per = max(16, min(n, (1 << 20) // max(nbc, 1)))
+                # block b's arrival at pool row r is inc[(r - r_b) mod N]: for a chunk of rows that
+                # is a contiguous window of the doubled table, fetched as a strided view (no
+                # per-element index arithmetic).
+                win = torch.cat([inc, inc]).unfold(0, rows_per, 1)
+                bst = best[bsel].clone()
+                brk = best_rank[bsel].clone()
+                for r0 in range(0, n, rows_per):
+                    r1 = min(n, r0 + rows_per)
+                    lw = torch.addmm(cbc, coef_t, feats_t[:, r0:r1])  # (blocks, rows)
+                    start = (r0 - roff) & nmask
+                    t = win[start][:, : r1 - r0]
+                    t += tk
+                    score = torch.log_(t).sub_(lw)
+                    val, arg = score.min(1)
+                    better = val < bst
+                    bst = torch.where(better, val, bst)
+                    brk = torch.where(better, (arg + r0 - roff) & nmask, brk)
+                best[bsel], best_rank[bsel] = bst, brk
         ranks[:] = best_rank.cpu().numpy()
         return ranks
 
@@ -251,7 +297,7 @@ class PFRSampler:
         n_out = r.uint(32, limit=d)
         out_pos = read_positions(r, n_out, d)
         e, words = OutlierCodec.read(r, n_out)
-        sizes = read_tree(r, d - n_out, self.max_dims)
+        sizes, _levels = read_tree(r, d - n_out, self.max_dims)
         n_blocks = len(sizes)
         ranks = r.log_bucket(n_blocks, limit=(1 << self.log2_candidates) - 1)
         r.finish()

@@ -80,16 +80,16 @@ def test_importance_is_biased_but_near_q():
     q, p = _tiled(1000)
     enc = ImportanceSampler(budget_bits=10, max_dims=4, outlier_bits=10).encode(q, p, StreamKey(4))
     eps = _standardized_noise(enc.sample, q)
-    prior = _standardized_noise(p.mean + p.std * torch.randn(p.mean.shape, generator=torch.Generator().manual_seed(0)), q)
+    noise = torch.randn(p.mean.shape, generator=torch.Generator().manual_seed(0))
+    prior = _standardized_noise(p.mean + p.std * noise, q)
     assert (eps**2).mean() < 2.0 < (prior**2).mean()
 
 
 @pytest.mark.slow
 def test_pfr_default_params_on_synthetic_latent_log_q():
     """Fidelity of the default on a realistic latent: mean log q of the coded sample ~ exact."""
-    from raybb.coding.synthetic import make_pair
-
     from raybb.coding import kl_bits
+    from raybb.coding.synthetic import make_pair
 
     q, p = make_pair(20000, 20000, seed=8)
     smp = PFRSampler()
