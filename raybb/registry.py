@@ -241,7 +241,8 @@ def resolve_model(name_or_path_or_quality: str | int | os.PathLike | None = None
         p = Path(default).expanduser()
         if p.is_file():
             return p.resolve()
-        raise ModelError(f"the default model {default!r} is not installed (known: {sorted(by_name) or 'none'})")
+        known = sorted(by_name) or "none"
+        raise ModelError(f"the default model {default!r} is not installed (known: {known})")
     q = _as_quality(x)
     if q is not None:
         if q < 1:
