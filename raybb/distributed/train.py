@@ -519,9 +519,7 @@ def run_sweep(
     return SweepResult(table, exp.url, restored, registered, csv_url, md_url)
 
 
-def _register(
-    table: pd.DataFrame, exp: _Store, registry_dir: str, prefix: str, overwrite: bool, sweep: str
-) -> list:
+def _register(table: pd.DataFrame, exp: _Store, registry_dir: str, prefix: str, overwrite: bool, sweep: str) -> list:
     """Register each variant's finished models, lowest validation rate first (q1)."""
     from raybb.registry import register_model
 

@@ -20,9 +20,7 @@ from raybb.model.weights import load_weights, read_metadata, save_weights
 TINY = LadderConfig(N=16, M=16, F=16, G=4)
 
 
-def _weights(
-    path: Path, seed: int, beta: float = 1.0, learn_scale: bool = True, meta: dict | None = None
-) -> str:
+def _weights(path: Path, seed: int, beta: float = 1.0, learn_scale: bool = True, meta: dict | None = None) -> str:
     torch.manual_seed(seed)
     net = LadderNetwork(LadderConfig(**{**TINY.to_dict(), "learn_scale": learn_scale}))
     m = {"beta": beta, "variant": "gamma-pln" if learn_scale else "pln"}
@@ -130,8 +128,9 @@ def test_register_model_copies_sidecar_and_guards_names(dirs, tmp_path, monkeypa
     _, user = dirs
     src = tmp_path / "trained.safetensors"
     fp = _weights(src, 11, beta=0.3, learn_scale=False)
-    info = registry.register_model(src, "pln-q1", kodak_metrics={"bpp": 0.5, "psnr": 31.0, "ms_ssim": 0.97},
-                                   extra={"validation": {"bpp": 0.6}})
+    info = registry.register_model(
+        src, "pln-q1", kodak_metrics={"bpp": 0.5, "psnr": 31.0, "ms_ssim": 0.97}, extra={"validation": {"bpp": 0.6}}
+    )
     assert info.path == user / "pln-q1.safetensors" and info.fingerprint == fp and info.source == "user"
     assert (info.kodak_bpp, info.kodak_psnr, info.kodak_ms_ssim) == (0.5, 31.0, 0.97)
     assert info.variant == "pln" and info.beta == pytest.approx(0.3)
