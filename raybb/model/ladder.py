@@ -25,13 +25,14 @@ The codec uses the pieces separately (``bottom_up``, ``posterior2``, ``prior1``,
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raybb.model.distributions import Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
+from raybb.model.distributions import STD_FLOOR, Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
 from raybb.model.layers import GDN, MirrorConv2d, MirrorUpConv2d
 
 __all__ = ["LadderConfig", "LadderNetwork", "LadderOutput", "TOTAL_STRIDE", "pad_to_stride"]
@@ -123,6 +124,20 @@ class LadderNetwork(nn.Module):
             MirrorConv2d(Fc, 2 * M, 3, 1),
         )  # fmt: skip
         self.likelihood = LaplaceLikelihood(3, learn_scale=c.learn_scale, gamma_floor=c.gamma_floor)
+        self._init_posterior_scales()
+
+    def _init_posterior_scales(self, std: float = 0.1) -> None:
+        """Start the posteriors narrow (σ ≈ 0.1 instead of softplus(0) ≈ 0.69).
+
+        A wide initial posterior drowns the small initial latent means in noise, and only the
+        output biases can narrow it coherently, at ~lr per step: training then spends thousands
+        of steps at a low rate and low PSNR. Starting narrow lets the model first learn as an
+        autoencoder while the KL warm-up keeps β small.
+        """
+        raw = math.log(math.expm1(std - STD_FLOOR))
+        with torch.no_grad():
+            self.g_a[-1].conv.bias[self.config.M :].fill_(raw)
+            self.h_a[-1].conv.bias[self.config.G :].fill_(raw)
 
     # -- the pieces the codec composes ------------------------------------------------------
     @staticmethod

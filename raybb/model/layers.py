@@ -71,7 +71,27 @@ class _NonNegative(nn.Module):
         return torch.sqrt(torch.clamp(x + self.pedestal, min=self.pedestal))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(x, min=self.bound) ** 2 - self.pedestal
+        return _LowerBound.apply(x, self.bound) ** 2 - self.pedestal
+
+
+class _LowerBound(torch.autograd.Function):
+    """max(x, bound) whose gradient still flows when it would push x back above the bound.
+
+    A plain clamp has zero gradient below the bound, so a GDN parameter that once crossed it
+    could never recover (CompressAI's ``LowerBound`` behaves the same way as this).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return torch.clamp(x, min=bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        pass_through = (x >= ctx.bound) | (grad < 0)
+        return grad * pass_through.to(grad.dtype), None
 
 
 class GDN(nn.Module):
