@@ -247,7 +247,7 @@ class PFRSampler:
             vx = -b64 / (2 * a64)
             vert = torch.where((a64 < 0) & (vx.abs() <= xmax), -b64 * b64 / (4 * a64), ends)
             sup = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, bo, torch.maximum(ends, vert))
-            ub = (sup + cb64) * (1 + 1e-5) + 1e-3  # float32 slack for the encoder's own rounding
+            ub = sup + cb64 + 1e-3 * (1 + (sup + cb64).abs())  # slack for float32 scoring
             hopeless = (torch.log(t_own[k0 - 1]) - ub) > best.double()
             self._pruned = int(hopeless.sum())
             for wc, blocks_all in lay.classes.items():
@@ -264,24 +264,33 @@ class PFRSampler:
                 feats_t = torch.cat([sq[:, :wc], pool[:, :wc]], 1).T.contiguous()  # (2W, N)
                 roff = lay.row_off[bsel]
                 cbc, tk = cb[bsel][:, None], t_k0[bsel][:, None]
-                rows_per = max(16, min(n, (1 << 20) // max(nbc, 1)))
+                rows_per = max(64, min(n, (1 << 22) // max(nbc, 1)))
                 # block b's arrival at pool row r is inc[(r - r_b) mod N]: for a chunk of rows that
                 # is a contiguous window of the doubled table, fetched as a strided view (no
                 # per-element index arithmetic).
                 win = torch.cat([inc, inc]).unfold(0, rows_per, 1)
+                inc_lb = torch.where(torch.isinf(inc), torch.zeros_like(inc), inc)
+                ubc = ub[bsel].to(torch.float32)
                 bst = best[bsel].clone()
                 brk = best_rank[bsel].clone()
                 for r0 in range(0, n, rows_per):
                     r1 = min(n, r0 + rows_per)
-                    lw = torch.addmm(cbc, coef_t, feats_t[:, r0:r1])  # (blocks, rows)
                     start = (r0 - roff) & nmask
-                    t = win[start][:, : r1 - r0]
-                    t += tk
+                    # exact chunk pruning: min T in the block's rank window is >= t_k0 (+ inc at the
+                    # window start when it does not wrap), and log w <= ub
+                    t_lb = tk[:, 0] + torch.where(start + (r1 - r0) <= n, inc_lb[start], torch.zeros_like(tk[:, 0]))
+                    act = torch.nonzero(torch.log(t_lb) - ubc < bst).flatten()
+                    if act.numel() == 0:
+                        continue
+                    lw = torch.addmm(cbc[act], coef_t[act], feats_t[:, r0:r1])  # (blocks, rows)
+                    t = win[start[act]][:, : r1 - r0]
+                    t += tk[act]
                     score = torch.log_(t).sub_(lw)
                     val, arg = score.min(1)
-                    better = val < bst
-                    bst = torch.where(better, val, bst)
-                    brk = torch.where(better, (arg + r0 - roff) & nmask, brk)
+                    better = val < bst[act]
+                    upd = act[better]
+                    bst[upd] = val[better]
+                    brk[upd] = (arg[better] + r0 - roff[upd]) & nmask
                 best[bsel], best_rank[bsel] = bst, brk
         ranks[:] = best_rank.cpu().numpy()
         return ranks
