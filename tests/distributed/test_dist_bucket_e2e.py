@@ -23,7 +23,7 @@ from raybb.distributed import compress_bucket, decompress_bucket
 from raybb.imageio import decode_image
 from raybb.storage import iter_objects, read_bytes, resolve
 
-pytestmark = [pytest.mark.s3]
+pytestmark = [pytest.mark.s3, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,8 @@ from raybb.storage import iter_objects, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 
+pytestmark = pytest.mark.timeout(300)
+
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_model):

@@ -12,7 +12,7 @@ from dist_helpers import SAMPLER, kodak_crops, upload
 from raybb.distributed import compress_bucket
 from raybb.storage import iter_objects, resolve
 
-pytestmark = pytest.mark.multinode
+pytestmark = [pytest.mark.multinode, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
