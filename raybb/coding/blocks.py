@@ -158,7 +158,7 @@ def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -
     def decide(level, starts, sizes):
         flags = (cum[starts + sizes] - cum[starts]) > budget_bits
         ones = int(flags.sum())
-        w.uint(ones, 32)
+        w.uint(ones, flags.size.bit_length())
         p1 = (ones + 0.5) / (flags.size + 1.0)
         w.categorical(flags.astype(np.int32), np.array([1.0 - p1, p1]))
         return flags
@@ -170,7 +170,7 @@ def read_tree(r: Reader, n: int, superblock: int) -> tuple[np.ndarray, np.ndarra
     """Decoder twin of :func:`tree_split`: leaf sizes from the flags (integers only)."""
 
     def decide(level, starts, sizes):
-        ones = r.uint(32, limit=sizes.size)
+        ones = r.uint(sizes.size.bit_length(), limit=sizes.size)
         p1 = (ones + 0.5) / (sizes.size + 1.0)
         flags = r.categorical(sizes.size, np.array([1.0 - p1, p1])).astype(bool)
         if int(flags.sum()) != ones:
