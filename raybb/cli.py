@@ -441,6 +441,14 @@ def eval_(
         out.print(f"{k}: {v}")
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def sweep(ctx: typer.Context) -> None:
+    """β-sweep training on Ray Train/Tune (one model per β and variant); `raybb sweep --help` for options."""
+    from raybb.distributed.train import sweep_main
+
+    raise typer.Exit(sweep_main(ctx.args))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 
