@@ -87,9 +87,7 @@ def pack(c: Container) -> bytes:
     if not 0 <= c.seed < 2**63:
         raise ValueError("seed must be in [0, 2**63)")
     out = bytearray(
-        _HEADER.pack(
-            MAGIC, c.version, c.flags, c.fingerprint, c.width, c.height, c.mode, c.seed, len(c.sections)
-        )
+        _HEADER.pack(MAGIC, c.version, c.flags, c.fingerprint, c.width, c.height, c.mode, c.seed, len(c.sections))
     )
     for s in c.sections:
         if len(s.params) > MAX_PARAMS:

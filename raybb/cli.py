@@ -310,12 +310,12 @@ def train(
     except ValueError as e:
         console.print("[red]error:[/red] --channels needs four integers N,M,F,G")
         raise typer.Exit(EXIT_USAGE) from e
-    if variant not in ("gamma-pln", "pln"):
+    from raybb.model.ladder import VARIANTS
+
+    if variant not in VARIANTS:
         console.print("[red]error:[/red] --variant must be 'gamma-pln' or 'pln'")
         raise typer.Exit(EXIT_USAGE)
-    model = {"N": n, "M": m, "F": f, "G": g, "learn_scale": variant == "gamma-pln"}
-    if variant == "pln":
-        model["gamma_floor"] = 1.0
+    model = {"N": n, "M": m, "F": f, "G": g, **VARIANTS[variant]}
     defaults = TrainConfig()
     cfg = TrainConfig(
         data=list(data) or defaults.data,

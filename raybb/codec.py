@@ -127,15 +127,11 @@ class Codec:
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ImageError(f"expected an HxWx3 uint8 array, got shape {arr.shape} dtype {arr.dtype}")
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
-            raise ImageError(
-                f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {self.max_pixels}"
-            )
+            raise ImageError(f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {self.max_pixels}")
         return np.ascontiguousarray(arr)
 
     def _image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        return (
-            torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(self.device, torch.float32).div_(255.0)[None]
-        )
+        return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(self.device, torch.float32).div_(255.0)[None]
 
     def _to_uint8(self, x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
         x = x_hat[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
@@ -149,9 +145,7 @@ class Codec:
 
     # -- encode ---------------------------------------------------------------------------
     @torch.no_grad()
-    def compress_with_stats(
-        self, image, *, seed: int | None = None, theoretical: bool = False
-    ) -> CompressResult:
+    def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False) -> CompressResult:
         """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality)."""
         from raybb.metrics import ms_ssim, psnr  # metrics pulls pytorch-msssim; keep import lazy
 
@@ -178,9 +172,7 @@ class Codec:
         sections = []
         for level, enc, q in ((2, enc2, q2), (1, enc1, q1)):
             s = self.samplers[level]
-            sections.append(
-                bitstream.Section(level, s.sampler_id, tuple(s.params()), q.mean.numel(), enc.payload)
-            )
+            sections.append(bitstream.Section(level, s.sampler_id, tuple(s.params()), q.mean.numel(), enc.payload))
         data = bitstream.pack(
             bitstream.Container(
                 fingerprint=self.loaded.short_fingerprint,
@@ -261,9 +253,7 @@ class Codec:
         except CorruptPayload:
             raise
         except (KeyError, ValueError, TypeError) as e:
-            raise CorruptPayload(
-                f"level {s.level}: unknown sampler id {s.sampler_id} or bad parameters: {e}"
-            ) from e
+            raise CorruptPayload(f"level {s.level}: unknown sampler id {s.sampler_id} or bad parameters: {e}") from e
 
     def decompress_to_png(self, data: bytes) -> bytes:
         buf = io.BytesIO()

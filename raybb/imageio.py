@@ -97,5 +97,7 @@ def load_image(path: str | Path, **kw) -> np.ndarray:
 def encode_png(rgb: np.ndarray, compress_level: int = 6) -> bytes:
     """Lossless PNG of an HxWx3 uint8 array (what `raybb decompress` writes)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buf, format="PNG", compress_level=compress_level)
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(
+        buf, format="PNG", compress_level=compress_level
+    )
     return buf.getvalue()

@@ -62,6 +62,7 @@ from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, Sc
 from ray.train.torch import TorchTrainer
 
 from raybb.metrics import ms_ssim, psnr
+from raybb.model.ladder import VARIANTS as MODEL_VARIANTS
 from raybb.model.ladder import LadderNetwork, pad_to_stride
 from raybb.model.weights import load_weights, save_weights
 from raybb.train.loop import TrainConfig, TrainingLoop
@@ -79,8 +80,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Model variants a sweep can train: name -> ``LadderConfig.learn_scale``.
-VARIANTS: dict[str, bool] = {"pln": False, "gamma-pln": True}
+#: Model variants a sweep can train (name -> LadderConfig overrides; defined with the model).
+VARIANTS = MODEL_VARIANTS
 LN2 = math.log(2.0)
 
 SUMMARY_COLUMNS = [
@@ -317,7 +318,7 @@ def _sweep_trial(config: dict, settings: dict) -> None:
     run_name = trial_run_name(variant, beta)
     train = copy.deepcopy(settings["train"])
     train["beta"] = beta
-    train["model"] = {**train.get("model", {}), "learn_scale": VARIANTS[variant]}
+    train["model"] = {**train.get("model", {}), **MODEL_VARIANTS[variant]}
     store = _Store(settings["storage_url"], settings["storage_options"])
     result = fit_trainer(
         train,

@@ -35,7 +35,7 @@ from torch import nn
 from raybb.model.distributions import STD_FLOOR, Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
 from raybb.model.layers import GDN, MirrorConv2d, MirrorUpConv2d
 
-__all__ = ["LadderConfig", "LadderNetwork", "LadderOutput", "TOTAL_STRIDE", "pad_to_stride"]
+__all__ = ["LadderConfig", "LadderNetwork", "LadderOutput", "TOTAL_STRIDE", "VARIANTS", "pad_to_stride", "variant_of"]
 
 #: Level 1 downsamples by 16, level 2 by a further 4.
 TOTAL_STRIDE = 64
@@ -68,6 +68,18 @@ class LadderConfig:
         if unknown:
             raise ValueError(f"unknown LadderConfig fields: {sorted(unknown)}")
         return cls(**d)
+
+
+#: The two model variants of the seed, as LadderConfig overrides. The plain PLN uses a *unit*
+#: Laplace scale (its β range 0.01…1 assumes it); the γ-PLN learns γ ≥ γ∞ = 1/255.
+VARIANTS: dict[str, dict] = {
+    "pln": {"learn_scale": False, "gamma_floor": 1.0},
+    "gamma-pln": {"learn_scale": True, "gamma_floor": 1.0 / 255.0},
+}
+
+
+def variant_of(config: LadderConfig) -> str:
+    return "gamma-pln" if config.learn_scale else "pln"
 
 
 @dataclass

@@ -156,7 +156,9 @@ def load_weights(path: str | Path | bytes, device: str | torch.device = "cpu") -
         expected = LadderNetwork(config).state_dict()
     if set(expected) != set(state):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        raise WeightsError(f"{origin}: tensors do not match the architecture (missing {missing[:3]}, extra {extra[:3]})")
+        raise WeightsError(
+            f"{origin}: tensors do not match the architecture (missing {missing[:3]}, extra {extra[:3]})"
+        )
     for k, v in state.items():
         if tuple(v.shape) != tuple(expected[k].shape):
             raise WeightsError(f"{origin}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")

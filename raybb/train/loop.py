@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from raybb.model.ladder import LadderConfig, LadderNetwork, pad_to_stride
+from raybb.model.ladder import LadderConfig, LadderNetwork, pad_to_stride, variant_of
 from raybb.model.weights import load_weights, save_weights
 from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, load_images
 
@@ -125,7 +125,9 @@ class TrainingLoop:
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.step = 0
         self.train_paths = list_images(cfg.data, tuple(cfg.exclude))
-        self.sampler = PatchSampler(load_images(self.train_paths, shard, min_size=cfg.patch), cfg.patch, seed=cfg.seed * 1000 + self.rank)
+        self.sampler = PatchSampler(
+            load_images(self.train_paths, shard, min_size=cfg.patch), cfg.patch, seed=cfg.seed * 1000 + self.rank
+        )
         self.val_set: list[torch.Tensor] = []
         if cfg.val_data and self.rank == 0:
             vp = list_images(cfg.val_data)[: cfg.val_images]
@@ -177,7 +179,12 @@ class TrainingLoop:
         self.net.eval()
         s = kodak_like_metrics(self.net, self.val_set, sample=True)
         m = kodak_like_metrics(self.net, self.val_set, sample=False)
-        return {"val_bpp": s["bpp"], "val_bpp_level2": s["bpp_level2"], "val_psnr_sample": s["psnr"], "val_psnr_mean": m["psnr"]}
+        return {
+            "val_bpp": s["bpp"],
+            "val_bpp_level2": s["bpp_level2"],
+            "val_psnr_sample": s["psnr"],
+            "val_psnr_mean": m["psnr"],
+        }
 
     # -- checkpoints ----------------------------------------------------------------------
     def data_fingerprint(self) -> str:
@@ -189,7 +196,7 @@ class TrainingLoop:
         return {
             "beta": self.cfg.beta,
             "steps": self.step,
-            "variant": "gamma-pln" if self.net.config.learn_scale else "pln",
+            "variant": variant_of(self.net.config),
             "train_config": self.cfg.to_dict(),
             "dataset_fingerprint": self.data_fingerprint(),
             "dataset_files": len(self.train_paths),
