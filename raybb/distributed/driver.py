@@ -21,6 +21,8 @@ against the source) and recorded as ``skipped``: nothing is recompressed, nothin
 from __future__ import annotations
 
 import os
+import socket
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -119,36 +121,45 @@ class JobSummary:
 # --------------------------------------------------------------------------------------------
 # Ray setup
 # --------------------------------------------------------------------------------------------
-def _cluster_running() -> bool:
-    return os.path.exists("/tmp/ray/ray_current_cluster")
+def _live_local_cluster() -> bool:
+    """Whether /tmp/ray/ray_current_cluster names a GCS that accepts connections right now.
+
+    ``ray start`` (and ``ray.cluster_utils``) write that file; a crashed cluster leaves it behind,
+    and connecting to a dead address hangs for minutes, so it is checked with a 1 s TCP connect.
+    """
+    try:
+        with open("/tmp/ray/ray_current_cluster") as f:
+            addr = f.read().strip()
+        host, _, port = addr.rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_store_mb: int = 512) -> bool:
-    """Connect to Ray, or start a private local instance; returns True if this call started/connected.
+    """Connect to Ray, or start a private local instance; returns True if this call did either.
 
-    Already initialised: nothing. ``address`` given, ``RAY_ADDRESS`` set, or a cluster started with
-    ``ray start`` on this machine: connect (``"auto"``). Otherwise a local instance on 127.0.0.1
-    with usage statistics off, no dashboard and an object store of ``object_store_mb`` MiB (the
+    Already initialised: nothing. ``address`` given, ``RAY_ADDRESS`` set, or a live cluster started
+    with ``ray start`` on this machine: connect. Otherwise a private local instance on 127.0.0.1
+    with usage statistics off, no dashboard, its own temp dir (so a stale
+    /tmp/ray/ray_current_cluster is ignored) and an object store of ``object_store_mb`` MiB (the
     driver ships keys and rows only, so a small store is plenty).
     """
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if address is None and (os.environ.get("RAY_ADDRESS") or _cluster_running()):
+    if address is None and (os.environ.get("RAY_ADDRESS") or _live_local_cluster()):
         address = "auto"
     if address is not None:
-        try:
-            ray.init(address=address, configure_logging=False)
-            return True
-        except ConnectionError:
-            if address != "auto" or os.environ.get("RAY_ADDRESS"):
-                raise
-            # a stale /tmp/ray/ray_current_cluster: fall through to a private instance
+        ray.init(address=address, configure_logging=False)
+        return True
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
+        _temp_dir=tempfile.mkdtemp(prefix="raybb-ray-", dir="/tmp"),
         object_store_memory=object_store_mb * 1024 * 1024,
         configure_logging=False,
     )
@@ -243,9 +254,7 @@ def _run_job(
         raise JobError("source and destination must be different prefixes")
     schema = COMPRESS_SCHEMA if kind == "compress" else DECOMPRESS_SCHEMA
     suffixes: tuple[str, ...] = IMAGE_SUFFIXES if kind == "compress" else (BITSTREAM_SUFFIX,)
-    out_col, out_suffix = (
-        ("bitstream_key", BITSTREAM_SUFFIX) if kind == "compress" else ("output_key", ".png")
-    )
+    out_col, out_suffix = ("bitstream_key", BITSTREAM_SUFFIX) if kind == "compress" else ("output_key", ".png")
     mloc = manifest_location(manifest, dst_loc)
     run_id = new_run_id()
     summary = JobSummary(kind=kind, run_id=run_id, src=src_loc.url, dst=dst_loc.url, manifest=mloc.url)
@@ -275,6 +284,9 @@ def _run_job(
 
     shards = plan_shards(todo(), max_images=shard_size, max_bytes=shard_bytes)
     writer = ManifestWriter(mloc, schema, run_id, flush_rows=flush_rows, flush_seconds=flush_seconds)
+    if todo_total == 0:  # nothing new: no actor (and no model load) needed
+        writer.close()
+        return summary
 
     actor_cls = ray.remote(CompressorActor)
     res_opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": cpus_per_worker}
@@ -407,9 +419,7 @@ def _run_job(
         while True:
             # Fill: ready actors with room, up to the global limit.
             while len(pending) < limit:
-                ready = [
-                    i for i, s in enumerate(slots) if s is not None and s.ready and s.in_flight < per_actor
-                ]
+                ready = [i for i, s in enumerate(slots) if s is not None and s.ready and s.in_flight < per_actor]
                 if not ready:
                     break
                 item = next_shard()
@@ -431,8 +441,7 @@ def _run_job(
                     raise JobError(f"no worker could be kept alive ({summary.actors_lost} lost)")
             if not pending and time.monotonic() - last_ready > actor_start_timeout:
                 raise JobError(
-                    f"no worker became ready within {actor_start_timeout:.0f}s "
-                    f"(resources: {ray.cluster_resources()})"
+                    f"no worker became ready within {actor_start_timeout:.0f}s (resources: {ray.cluster_resources()})"
                 )
 
             wait_on = list(pending) + list(info_refs)
