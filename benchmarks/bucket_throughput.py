@@ -388,6 +388,12 @@ def write_results(res: dict) -> None:
             "",
             f"Model: {t['model']}.",
             "",
+            "Machine check at the same moment (1 vs 2 concurrent CPU-bound processes, no Ray): parallel "
+            f"speed-up available {t['calibration_before']['parallel_speedup_available']}x before, "
+            f"{t['calibration_after']['parallel_speedup_available']}x after the runs (load average "
+            f"{t['calibration_before']['load_average'][0]:.2f} / {t['calibration_after']['load_average'][0]:.2f}); "
+            "an idle 2-core machine gives about 2.0x.",
+            "",
             "| workers | images | ok | wall s | images/s | MP/s | steady images/s | steady MP/s |",
             "|---|---|---|---|---|---|---|---|",
         ]
