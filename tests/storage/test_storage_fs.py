@@ -141,9 +141,7 @@ def test_retry_backs_off_then_succeeds_or_raises_storage_error():
         retry(lambda: (_ for _ in ()).throw(TimeoutError("slow")), what="k", attempts=2, base_delay=0.001)
     n = []
     with pytest.raises(FileNotFoundError):  # not retried
-        retry(
-            lambda: n.append(1) or (_ for _ in ()).throw(FileNotFoundError("x")), what="k", base_delay=0.001
-        )
+        retry(lambda: n.append(1) or (_ for _ in ()).throw(FileNotFoundError("x")), what="k", base_delay=0.001)
     assert len(n) == 1
 
 
