@@ -39,7 +39,7 @@ PIPELINES: dict[str, tuple[str, str]] = {
     "is-gs": ("importance", "greedy"),
     "rs": ("rejection", "rejection"),
 }
-DEFAULT_PIPELINE = "is-gs"
+DEFAULT_PIPELINE = "pfr"  # chosen on the coded-sampling benchmark (benchmarks/results/coding.md)
 
 
 def parse_pipeline(spec: str | None) -> tuple[str, str]:
