@@ -449,6 +449,94 @@ def sweep(ctx: typer.Context) -> None:
     raise typer.Exit(sweep_main(ctx.args))
 
 
+bucket_app = typer.Typer(
+    help="Batch jobs on Ray over folders or object storage (s3://, file://, paths).", no_args_is_help=True
+)
+app.add_typer(bucket_app, name="bucket")
+
+
+def _run_bucket(kind: str, src: str, dst: str, **kw) -> None:
+    from raybb.distributed.driver import compress_bucket, decompress_bucket
+
+    with _progress() as bar:
+        task = bar.add_task(kind, total=None)
+
+        def progress(ev) -> None:
+            bar.update(
+                task, completed=ev.done, total=ev.total,
+                description=f"{kind} ok={ev.ok} err={ev.errors} {ev.images_per_s:.2f} img/s",
+            )  # fmt: skip
+
+        try:
+            fn = compress_bucket if kind == "compress" else decompress_bucket
+            summary = fn(src, dst, progress=progress, **kw)
+        except RaybbError as e:
+            raise _fail(e) from e
+    out.print(
+        f"{kind}: {summary.ok} ok, {summary.errors} errors, {summary.skipped} skipped, "
+        f"{summary.already_done} already done (of {summary.total}) in {summary.seconds:.1f}s "
+        f"({summary.images_per_s:.2f} img/s, {summary.mp_per_s:.3f} MP/s); manifest: {summary.manifest}"
+    )
+    for line in summary.error_samples:
+        console.print(f"[yellow]error row:[/yellow] {line}")
+    if summary.errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Ray actors (default: one per GPU, else per CPU).")]
+GpuOpt = Annotated[str, typer.Option("--gpu", help="auto | yes | no ('yes' on clusters whose GPU nodes start at 0).")]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray address (default: RAY_ADDRESS or local).")]
+ManifestOpt = Annotated[str | None, typer.Option("--manifest", help="Manifest URL (default DST/_manifest.parquet).")]
+
+
+def _gpu(v: str):
+    try:
+        return {"auto": "auto", "yes": True, "no": False}[v]
+    except KeyError:
+        console.print("[red]error:[/red] --gpu must be auto, yes or no")
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+@bucket_app.command("compress")
+def bucket_compress(
+    src: Annotated[str, typer.Argument(help="Source prefix: folder, file://, s3://bucket/prefix/.")],
+    dst: Annotated[str, typer.Argument(help="Destination prefix for .rbb files and the manifest.")],
+    model: ModelOpt = None,
+    sampler: SamplerOpt = None,
+    workers: WorkersOpt = None,
+    gpu: GpuOpt = "auto",
+    shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 16,
+    verify: Annotated[bool, typer.Option(help="Decode each bitstream again before marking it ok.")] = False,
+    resume: Annotated[bool, typer.Option(help="Skip images an earlier run finished.")] = True,
+    manifest: ManifestOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Compress every image under SRC to DST on Ray actors and write a Parquet manifest."""
+    _run_bucket(
+        "compress", src, dst, model=model, sampler=sampler, num_workers=workers, use_gpu=_gpu(gpu),
+        shard_size=shard_size, verify=verify, resume=resume, manifest=manifest, ray_address=address,
+    )  # fmt: skip
+
+
+@bucket_app.command("decompress")
+def bucket_decompress(
+    src: Annotated[str, typer.Argument(help="Prefix holding .rbb files.")],
+    dst: Annotated[str, typer.Argument(help="Destination prefix for PNG files and the manifest.")],
+    model: ModelOpt = None,
+    workers: WorkersOpt = None,
+    gpu: GpuOpt = "auto",
+    shard_size: Annotated[int, typer.Option(help="Bitstreams per shard.")] = 16,
+    resume: Annotated[bool, typer.Option(help="Skip files an earlier run finished.")] = True,
+    manifest: ManifestOpt = None,
+    address: AddressOpt = None,
+) -> None:
+    """Decode every .rbb under SRC to PNG under DST on Ray actors."""
+    _run_bucket(
+        "decompress", src, dst, model=model, num_workers=workers, use_gpu=_gpu(gpu), shard_size=shard_size,
+        resume=resume, manifest=manifest, ray_address=address,
+    )  # fmt: skip
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

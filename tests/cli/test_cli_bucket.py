@@ -1,0 +1,50 @@
+"""`raybb bucket` end to end on a real local Ray instance (folders; S3 is covered in tests/distributed)."""
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from raybb.cli import EXIT_PARTIAL, app
+
+TINY = Path(__file__).parents[1] / "codec" / "expected" / "tiny.safetensors"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from raybb.distributed.driver import init_ray
+
+    started = init_ray(num_cpus=2)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_bucket_compress_then_decompress(tmp_path, ray_session):
+    src = tmp_path / "photos"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(src / f"p{i}.png")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    archive, restored = tmp_path / "archive", tmp_path / "restored"
+    runner = CliRunner()
+    r = runner.invoke(app, ["bucket", "compress", str(src), str(archive), "--model", str(TINY), "--workers", "1"])
+    assert r.exit_code == EXIT_PARTIAL, r.output  # the broken file is an error row, the rest are ok
+    rows = {row["key"]: row for row in pq.read_table(archive / "_manifest.parquet").to_pylist()}
+    assert sorted(rows) == ["broken.jpg", "p0.png", "p1.png", "p2.png"]
+    assert rows["broken.jpg"]["status"] == "error" and rows["broken.jpg"]["error"]
+    assert all(rows[f"p{i}.png"]["status"] == "ok" for i in range(3))
+    # rerun: nothing is recompressed
+    r = runner.invoke(app, ["bucket", "compress", str(src), str(archive), "--model", str(TINY), "--workers", "1"])
+    assert "3 already done" in r.output, r.output
+    r = runner.invoke(
+        app, ["bucket", "decompress", str(archive), str(restored), "--model", str(TINY), "--workers", "1"]
+    )
+    assert r.exit_code == 0, r.output
+    assert len(list(restored.rglob("*.png"))) == 3
