@@ -104,16 +104,18 @@ def plan(quick: bool):
         dims, kls = 20000, [2000, 20000]
         main = [("pfr", None), ("rejection", None), ("greedy", (6, 16, 64)), ("importance", (8, 64, 8))]
         sweep_kl = 20000
-        sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (16, 14, 64, 16))]
+        sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (12, 14, 64, 12)), ("pfr", (16, 16, 64, 16))]
         return dims, kls, main, sweep_kl, sweep, kls
     dims = 200_000
     kls = [20_000, 50_000, 100_000, 200_000, 500_000]
     main = [("pfr", None), ("rejection", None), ("greedy", (6, 16, 64)), ("importance", (8, 64, 8))]
     seed_kls = [20_000, 200_000]
     sweep_kl = 200_000
-    sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (10, 12, 64, 10)), ("pfr", (10, 13, 64, 10)),
-             ("pfr", (12, 13, 64, 12)), ("pfr", (12, 15, 64, 12)), ("pfr", (14, 15, 64, 14)),
-             ("pfr", (16, 14, 64, 16)), ("pfr", (12, 14, 32, 12)), ("pfr", (12, 14, 128, 12)),
+    # (12, 14, 64, 12) is the previous default; (16, 14, ...) shows the bias of truncating at N < 2**budget
+    sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (10, 12, 64, 10)), ("pfr", (12, 13, 64, 12)),
+             ("pfr", (12, 14, 64, 12)), ("pfr", (12, 15, 64, 12)), ("pfr", (14, 15, 64, 14)),
+             ("pfr", (16, 14, 64, 16)), ("pfr", (16, 16, 64, 16)), ("pfr", (16, 17, 64, 16)),
+             ("pfr", (14, 16, 32, 14)), ("pfr", (14, 16, 128, 14)),
              ("importance", (10, 64, 10)), ("greedy", (8, 16, 64))]
     return dims, kls, main, sweep_kl, sweep, seed_kls
 
@@ -214,7 +216,10 @@ def real_model(path: str, n_images: int, quick: bool) -> int:
     kodak = Path("/work/shared/datasets/kodak")
     files = sorted(kodak.glob("kodim*.png"))[:n_images]
     rows = []
-    flat = lambda g: DiagGaussian(g.mean.reshape(-1).contiguous().float(), g.std.reshape(-1).contiguous().float())
+
+    def flat(g) -> DiagGaussian:
+        return DiagGaussian(g.mean.reshape(-1).contiguous().float(), g.std.reshape(-1).contiguous().float())
+
     with torch.no_grad():
         for f in files:
             rgb = decode_image(f.read_bytes())

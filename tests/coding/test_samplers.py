@@ -128,3 +128,15 @@ def test_pfr_rate_tracks_kl():
     q, p = make_pair(8000, 8000, seed=5)
     st = PFRSampler().encode(q, p, StreamKey(9)).stats
     assert 1.0 < st["coded_bits"] / st["kl_bits"] < 1.8
+
+
+def test_pfr_default_beats_previous_default_and_old_params_still_decode():
+    """The 2026-11-26 default (14, 16, 64, 14) must spend fewer bits than the old (12, 14, 64, 12);
+    payloads made with the old params (written in old containers) still decode bit-exactly."""
+    q, p = make_pair(12000, 12000, seed=21)
+    new = PFRSampler().encode(q, p, StreamKey(4))
+    old_smp = get_sampler("pfr", (12, 14, 64, 12))
+    old = old_smp.encode(q, p, StreamKey(4))
+    assert new.stats["coded_bits"] < old.stats["coded_bits"]
+    assert torch.equal(get_sampler(PFRSampler.sampler_id, (12, 14, 64, 12)).decode(p, StreamKey(4), old.payload),
+                       old.sample)
