@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,6 +91,7 @@ def ray_head():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_job_script_via_ray_job_submit(tmp_path, tiny_model):
