@@ -20,7 +20,9 @@ against the source) and recorded as ``skipped``: nothing is recompressed, nothin
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -155,15 +157,25 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
         ray.init(address=address, configure_logging=False)
         return True
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    temp_dir = tempfile.mkdtemp(prefix="raybb-ray-", dir="/tmp")
+    atexit.register(_shutdown_private_ray, temp_dir)  # runs before Ray's own exit hook
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
-        _temp_dir=tempfile.mkdtemp(prefix="raybb-ray-", dir="/tmp"),
+        _temp_dir=temp_dir,
         object_store_memory=object_store_mb * 1024 * 1024,
         configure_logging=False,
     )
     return True
+
+
+def _shutdown_private_ray(temp_dir: str) -> None:
+    """Stop the private instance this process started and remove its session files."""
+    try:
+        ray.shutdown()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _resolve_gpu(use_gpu: UseGpu) -> bool:
