@@ -123,14 +123,14 @@ class JobSummary:
 # --------------------------------------------------------------------------------------------
 # Ray setup
 # --------------------------------------------------------------------------------------------
-def _live_local_cluster() -> bool:
+def _live_local_cluster(address_file: str = "/tmp/ray/ray_current_cluster") -> bool:
     """Whether /tmp/ray/ray_current_cluster names a GCS that accepts connections right now.
 
     ``ray start`` (and ``ray.cluster_utils``) write that file; a crashed cluster leaves it behind,
     and connecting to a dead address hangs for minutes, so it is checked with a 1 s TCP connect.
     """
     try:
-        with open("/tmp/ray/ray_current_cluster") as f:
+        with open(address_file) as f:
             addr = f.read().strip()
         host, _, port = addr.rpartition(":")
         with socket.create_connection((host, int(port)), timeout=1.0):
