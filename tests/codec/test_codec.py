@@ -9,7 +9,7 @@ from _codec_helpers import EXPECTED, make_tiny_weights
 from PIL import Image
 
 from raybb import bitstream
-from raybb.codec import Codec, parse_pipeline
+from raybb.codec import PFR_FAST, Codec, parse_pipeline
 from raybb.coding import SAMPLERS
 from raybb.errors import BitstreamError, ChecksumMismatch, ImageError, ModelMismatch
 from raybb.model.weights import load_weights
@@ -170,9 +170,9 @@ def test_flipped_and_truncated_files(tiny_codec, photo):
 
 
 def test_pipelines():
-    assert parse_pipeline("is-gs") == ("importance", "greedy")
-    assert parse_pipeline("pfr") == ("pfr", "pfr")
-    assert parse_pipeline("importance/pfr") == ("importance", "pfr")
+    assert parse_pipeline("is-gs") == (("importance", None), ("greedy", None))
+    assert parse_pipeline("pfr") == (("pfr", PFR_FAST), ("pfr", PFR_FAST))
+    assert parse_pipeline("importance/pfr") == (("importance", None), ("pfr", None))
     with pytest.raises(ValueError):
         parse_pipeline("nope")
 
