@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (raybb and MS-SSIM)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images (smoke runs)")
     ap.add_argument("--prefix", default=None, help="output name prefix (default kodak_ / kodak_baselines_)")
+    ap.add_argument(
+        "--reuse-baselines",
+        default=None,
+        metavar="PARQUET",
+        help="take the baseline rows from an earlier per-image table (e.g. "
+        "benchmarks/results/kodak_baselines_per_image.parquet) instead of re-encoding them",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -75,10 +82,18 @@ def main(argv: list[str] | None = None) -> int:
     note = f"{CONTENTION} Baseline settings: {settings}."
     print(f"Evaluating {args.kodak} -> {args.out} (prefix {prefix!r}); {info['cpu']}, {info['date']}")
     t0 = time.perf_counter()
+    previous = None
+    if args.reuse_baselines:
+        import pandas as pd
+
+        previous = pd.read_parquet(args.reuse_baselines)
+        previous = previous[previous["codec"].isin(args.baselines)]
+        note += f" Baseline rows reused from {Path(args.reuse_baselines).name} (measured earlier the same day)."
     rep = evaluate_folder(
         args.kodak,
         raybb_codecs=raybb_codecs,
-        baselines=args.baselines,
+        baselines=[] if args.reuse_baselines else args.baselines,
+        previous_rows=previous,
         out_dir=args.out,
         progress=_progress,
         limit=args.limit,

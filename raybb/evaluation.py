@@ -601,6 +601,7 @@ def evaluate_folder(
     prefix: str = "",
     note: str = "",
     theoretical: bool = True,
+    previous_rows: pd.DataFrame | None = None,
 ) -> EvalReport:
     """Evaluate raybb codecs and classical baselines on every image in ``folder``.
 
@@ -649,6 +650,12 @@ def evaluate_folder(
                     progress(done, total, f"{path.name} {name} q={q}")
 
     per_image = pd.DataFrame(rows, columns=PER_IMAGE_COLUMNS)
+    if previous_rows is not None and len(previous_rows):
+        # Rows measured earlier on the same images (e.g. the slow classical baselines), so a new
+        # raybb model can be compared without re-encoding every baseline.
+        names = {p.name for p in images}
+        prev = previous_rows[previous_rows["image"].isin(names)].reindex(columns=PER_IMAGE_COLUMNS)
+        per_image = pd.concat([per_image, prev], ignore_index=True)
     per_image["decode_matches"] = per_image["decode_matches"].astype("boolean")
     average = average_table(per_image)
     bd = bd_table(average, anchors=anchors)
