@@ -22,6 +22,7 @@ __all__ = [
     "DiagGaussian",
     "EncodeResult",
     "CodedSampler",
+    "IntParams",
     "SAMPLERS",
     "register",
     "get_sampler",
@@ -64,6 +65,27 @@ class EncodeResult:
     payload: bytes
     sample: torch.Tensor
     stats: dict = field(default_factory=dict)
+
+
+class IntParams:
+    """``params()``, ``from_params()`` and ``repr`` for a sampler whose integer hyper-parameters are
+    exactly its ``__init__`` arguments, named in ``PARAMS`` (the constructor validates them and
+    raises ``CorruptPayload``, since a bitstream's parameters are untrusted input)."""
+
+    PARAMS: ClassVar[tuple[str, ...]] = ()
+    name: ClassVar[str]
+
+    def params(self) -> tuple[int, ...]:
+        return tuple(getattr(self, n) for n in self.PARAMS)
+
+    @classmethod
+    def from_params(cls, params: tuple[int, ...]):
+        if len(params) != len(cls.PARAMS) or not all(isinstance(x, int) for x in params):
+            raise CorruptPayload(f"{cls.name}: expected {len(cls.PARAMS)} integer parameters")
+        return cls(*params)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{self.params()}"
 
 
 @runtime_checkable

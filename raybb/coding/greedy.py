@@ -24,6 +24,7 @@ from raybb.coding import randomness as rnd
 from raybb.coding.base import (
     DiagGaussian,
     EncodeResult,
+    IntParams,
     StreamKey,
     check_pair,
     check_prior,
@@ -41,11 +42,12 @@ _CAND = 0
 
 
 @register
-class GreedySampler:
+class GreedySampler(IntParams):
     """Greedy shard sampler over fixed raster chunks (see module docstring)."""
 
     sampler_id: ClassVar[int] = 2
     name: ClassVar[str] = "greedy"
+    PARAMS: ClassVar[tuple[str, ...]] = ('shard_bits', 'chunk_dims', 'max_shards')
 
     def __init__(self, shard_bits: int = 6, chunk_dims: int = 16, max_shards: int = 64) -> None:
         self.shard_bits, self.chunk_dims, self.max_shards = int(shard_bits), int(chunk_dims), int(max_shards)
@@ -55,18 +57,6 @@ class GreedySampler:
             raise CorruptPayload("greedy: chunk_dims must be in [1, 4096]")
         if not 1 <= self.max_shards <= 4096:
             raise CorruptPayload("greedy: max_shards must be in [1, 4096]")
-
-    def params(self) -> tuple[int, ...]:
-        return (self.shard_bits, self.chunk_dims, self.max_shards)
-
-    @classmethod
-    def from_params(cls, params: tuple[int, ...]) -> GreedySampler:
-        if len(params) != 3 or not all(isinstance(x, int) for x in params):
-            raise CorruptPayload("greedy: expected 3 integer parameters")
-        return cls(*params)
-
-    def __repr__(self) -> str:
-        return f"GreedySampler{self.params()}"
 
     @staticmethod
     def _key(key: StreamKey) -> int:

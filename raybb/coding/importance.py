@@ -24,6 +24,7 @@ from raybb.coding import randomness as rnd
 from raybb.coding.base import (
     DiagGaussian,
     EncodeResult,
+    IntParams,
     StreamKey,
     check_pair,
     check_prior,
@@ -42,11 +43,12 @@ _CAND, _GUMBEL, _ONOISE, _ODITHER = range(4)
 
 
 @register
-class ImportanceSampler:
+class ImportanceSampler(IntParams):
     """Block importance sampling with KL-budgeted raster groups (see module docstring)."""
 
     sampler_id: ClassVar[int] = 3
     name: ClassVar[str] = "importance"
+    PARAMS: ClassVar[tuple[str, ...]] = ('budget_bits', 'max_dims', 'outlier_bits')
 
     def __init__(self, budget_bits: int = 8, max_dims: int = 64, outlier_bits: int = 8) -> None:
         self.budget_bits, self.max_dims, self.outlier_bits = int(budget_bits), int(max_dims), int(outlier_bits)
@@ -56,18 +58,6 @@ class ImportanceSampler:
             raise CorruptPayload("importance: max_dims must be in [1, 1024]")
         if not 1 <= self.outlier_bits <= self.budget_bits:
             raise CorruptPayload("importance: outlier_bits must be in [1, budget_bits]")
-
-    def params(self) -> tuple[int, ...]:
-        return (self.budget_bits, self.max_dims, self.outlier_bits)
-
-    @classmethod
-    def from_params(cls, params: tuple[int, ...]) -> ImportanceSampler:
-        if len(params) != 3 or not all(isinstance(x, int) for x in params):
-            raise CorruptPayload("importance: expected 3 integer parameters")
-        return cls(*params)
-
-    def __repr__(self) -> str:
-        return f"ImportanceSampler{self.params()}"
 
     @staticmethod
     def _keys(key: StreamKey) -> dict:
