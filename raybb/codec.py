@@ -121,7 +121,9 @@ class Codec:
 
     @property
     def sampler_name(self) -> str:
-        return f"{self.samplers[2].name}/{self.samplers[1].name}"
+        """The pipeline spec (e.g. 'pfr', 'is-gs', 'importance/pfr'): passing it back to
+        ``load_codec(sampler=...)`` gives the same samplers and parameters."""
+        return self.pipeline
 
     # -- helpers --------------------------------------------------------------------------
     def _to_rgb(self, image) -> np.ndarray:
