@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--reuse-baselines",
         default=None,
-        metavar="PARQUET",
-        help="take the baseline rows from an earlier per-image table (e.g. "
+        metavar="PARQUET[,PARQUET...]",
+        help="take baseline (and earlier raybb) rows from per-image tables written before (e.g. "
         "benchmarks/results/kodak_baselines_per_image.parquet) instead of re-encoding them",
     )
     args = ap.parse_args(argv)
@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 codec = load_codec(m, sampler=s, device=args.device)
                 curve = "raybb" if len(samplers) == 1 else f"raybb {codec.sampler_name}"
                 raybb_codecs.append((curve, codec.model_name, codec))
-    prefix = args.prefix if args.prefix is not None else ("kodak_" if raybb_codecs else "kodak_baselines_")
+    prefix = args.prefix
+    if prefix is None:
+        prefix = "kodak_" if (raybb_codecs or args.reuse_baselines) else "kodak_baselines_"
     info = machine_info()
     versions = library_versions(args.baselines)
     settings = "; ".join(get_baseline(b).description for b in args.baselines)
@@ -86,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.reuse_baselines:
         import pandas as pd
 
-        previous = pd.read_parquet(args.reuse_baselines)
-        previous = previous[previous["codec"].isin(args.baselines)]
-        note += f" Baseline rows reused from {Path(args.reuse_baselines).name} (measured earlier the same day)."
+        previous = pd.concat([pd.read_parquet(p) for p in args.reuse_baselines.split(",")], ignore_index=True)
+        # classical rows of the chosen baselines, and any raybb rows measured by an earlier run
+        previous = previous[(previous["kind"] == "raybb") | previous["codec"].isin(args.baselines)]
+        names = ", ".join(Path(p).name for p in args.reuse_baselines.split(","))
+        note += f" Rows reused from {names} (measured earlier the same day)."
     rep = evaluate_folder(
         args.kodak,
         raybb_codecs=raybb_codecs,
@@ -107,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rep.bd.empty:
         print(rep.bd.to_string())
 
-    if not raybb_codecs:
+    if not raybb_codecs and not args.reuse_baselines:
         # the headline files other issues cite: averaged table (+ machine/date columns) and markdown
         out = Path(args.out)
         keep = ["codec", "quality", "n_images", *cols[2:]]
