@@ -1,0 +1,37 @@
+"""The models shipped inside the package load with no network and code an image end to end."""
+
+import numpy as np
+import pytest
+
+from raybb.codec import load_codec
+from raybb.imageio import load_image
+from raybb.model.weights import read_metadata
+from raybb.registry import SHIPPED_DIR, list_models, resolve_model
+
+SHIPPED = sorted(SHIPPED_DIR.glob("*.safetensors"))
+
+
+def test_family_is_shipped_within_budget():
+    assert len(SHIPPED) >= 4
+    assert sum(p.stat().st_size for p in SHIPPED) <= 60_000_000
+    names = [m.name for m in list_models() if m.source == "shipped"]
+    assert names[:4] == ["pln-q1", "pln-q2", "pln-q3", "pln-q4"]
+    assert resolve_model(None).name == "pln-q2.safetensors"
+    for p in SHIPPED:
+        meta = read_metadata(p)["meta"]
+        assert meta["steps"] > 0 and meta["variant"] in ("pln", "gamma-pln") and meta["dataset_fingerprint"]
+
+
+@pytest.mark.parametrize("quality", [1, 4])
+def test_shipped_model_round_trip(kodak_dir, quality):
+    rgb = load_image(kodak_dir / "kodim23.png")[:128, :192]
+    codec = load_codec(quality)
+    res = codec.compress_with_stats(rgb)
+    assert np.array_equal(codec.decompress(res.data), res.reconstruction)
+    assert res.psnr > 20.0  # a trained model, not noise
+
+
+def test_rates_increase_with_quality(kodak_dir):
+    rgb = load_image(kodak_dir / "kodim23.png")[:128, :192]
+    kl = [load_codec(q).compress_with_stats(rgb, seed=1).kl_bits for q in (1, 2, 3, 4)]
+    assert kl == sorted(kl)
