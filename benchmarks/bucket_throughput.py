@@ -103,7 +103,11 @@ def machine() -> dict:
         "torch": torch.__version__,
         "ray": ray.__version__,
         "load_average_at_start": os.getloadavg(),
-        "note": "2 cores shared with ~5 engineers and a background training run: timings are under contention",
+        "note": (
+            "other work was running on the machine (load average above): timings are under contention"
+            if os.getloadavg()[0] > 1.5
+            else "machine otherwise idle (load average above)"
+        ),
     }
 
 
