@@ -93,6 +93,32 @@ def _targets(files: list[tuple[Path, Path]], output: Path, suffix: str) -> list[
     return [(f, output / rel.with_suffix(suffix)) for f, rel in files]
 
 
+def _run_files(pairs: list[tuple[Path, Path]], description: str, work) -> None:
+    """Run ``work(src) -> (bytes, message)`` for each (src, dst), writing dst atomically.
+
+    A failing input is reported and skipped; the exit code says whether some or all failed.
+    """
+    failures = 0
+    last_error: BaseException | None = None
+    with _progress() as bar:
+        task = bar.add_task(description, total=len(pairs))
+        for src, dst in pairs:
+            try:
+                data, message = work(src)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                tmp = dst.with_name(dst.name + ".part")
+                tmp.write_bytes(data)
+                tmp.replace(dst)
+                out.print(f"{src} -> {dst}  {message}")
+            except (RaybbError, OSError) as e:
+                failures += 1
+                last_error = e
+                console.print(f"[red]failed:[/red] {src}: {e}")
+            bar.advance(task)
+    if failures:
+        raise typer.Exit(exit_code_for(last_error) if failures == len(pairs) else EXIT_PARTIAL)
+
+
 ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Model name (see `raybb models`) or .safetensors path.")
 ]
@@ -138,28 +164,15 @@ def compress(
         console.print("[red]error:[/red] no images found")
         raise typer.Exit(EXIT_USAGE)
     codec = _load(model, quality, sampler, device)
-    failures = []
-    last_error: BaseException | None = None
-    with _progress() as bar:
-        task = bar.add_task("compressing", total=len(files))
-        for src, dst in _targets(files, output, ".rbb"):
-            try:
-                res = codec.compress_with_stats(src.read_bytes(), seed=seed)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_name(dst.name + ".part")
-                tmp.write_bytes(res.data)
-                tmp.replace(dst)
-                out.print(
-                    f"{src} -> {dst}  {len(res.data)} B  {res.bpp:.3f} bpp  PSNR {res.psnr:.2f} dB  "
-                    f"MS-SSIM {res.ms_ssim:.4f}  {res.encode_seconds:.1f}s"
-                )
-            except (RaybbError, OSError) as e:
-                failures.append((src, e))
-                last_error = e
-                console.print(f"[red]failed:[/red] {src}: {e}")
-            bar.advance(task)
-    if failures:
-        raise typer.Exit(exit_code_for(last_error) if len(failures) == len(files) else EXIT_PARTIAL)
+
+    def work(src: Path) -> tuple[bytes, str]:
+        res = codec.compress_with_stats(src.read_bytes(), seed=seed)
+        return res.data, (
+            f"{len(res.data)} B  {res.bpp:.3f} bpp  PSNR {res.psnr:.2f} dB  "
+            f"MS-SSIM {res.ms_ssim:.4f}  {res.encode_seconds:.1f}s"
+        )
+
+    _run_files(_targets(files, output, ".rbb"), "compressing", work)
 
 
 @app.command()
@@ -178,27 +191,13 @@ def decompress(
         console.print("[red]error:[/red] no .rbb files found")
         raise typer.Exit(EXIT_USAGE)
     codecs: dict[bytes, Codec] = {}
-    failures = []
-    last_error: BaseException | None = None
-    with _progress() as bar:
-        task = bar.add_task("decompressing", total=len(files))
-        for src, dst in _targets(files, output, ".png"):
-            try:
-                data = src.read_bytes()
-                codec = _codec_for(data, codecs, model, device)
-                rgb = codec.decompress(data)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dst.with_name(dst.name + ".part")
-                tmp.write_bytes(encode_png(rgb))
-                tmp.replace(dst)
-                out.print(f"{src} -> {dst}  {rgb.shape[1]}x{rgb.shape[0]}")
-            except (RaybbError, OSError) as e:
-                failures.append((src, e))
-                last_error = e
-                console.print(f"[red]failed:[/red] {src}: {e}")
-            bar.advance(task)
-    if failures:
-        raise typer.Exit(exit_code_for(last_error) if len(failures) == len(files) else EXIT_PARTIAL)
+
+    def work(src: Path) -> tuple[bytes, str]:
+        data = src.read_bytes()
+        rgb = _codec_for(data, codecs, model, device).decompress(data)
+        return encode_png(rgb), f"{rgb.shape[1]}x{rgb.shape[0]}"
+
+    _run_files(_targets(files, output, ".png"), "decompressing", work)
 
 
 def _codec_for(data: bytes, cache: dict, model: str | None, device: str | None):
