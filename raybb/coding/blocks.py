@@ -80,8 +80,9 @@ class OutlierCodec:
     def _dither(self, pos: torch.Tensor) -> torch.Tensor:
         return rnd.uniform(self.key_dither, pos, torch.zeros((), dtype=torch.int32)) - 0.5
 
-    def encode(self, w: Writer, m: torch.Tensor, s: torch.Tensor, pos_np: np.ndarray,
-               values: np.ndarray | None = None) -> None:
+    def encode(
+        self, w: Writer, m: torch.Tensor, s: torch.Tensor, pos_np: np.ndarray, values: np.ndarray | None = None
+    ) -> None:
         """Write e and the 16-bit words for outlier dims ``pos`` (positions written by the caller).
 
         ``values`` (standardized, float64) replaces the default draw v ~ q' when a sampler needs
@@ -178,3 +179,24 @@ def read_tree(r: Reader, n: int, superblock: int) -> tuple[np.ndarray, np.ndarra
         return flags
 
     return _tree_levels(n, superblock, decide)[1:]
+
+
+def check_latent_size(r: Reader, d: int, sampler: str) -> None:
+    """Every payload starts with the latent size it was made for; refuse a mismatch early."""
+    if r.uint(32) != d:
+        raise CorruptPayload(f"{sampler}: payload was made for a latent of another size")
+
+
+def write_outlier_section(w: Writer, codec: OutlierCodec, m, s, out_pos: np.ndarray) -> None:
+    """Outlier count, positions and 16-bit values (the layout pfr and importance share)."""
+    w.uint(len(out_pos), 32)
+    write_positions(w, out_pos)
+    codec.encode(w, m, s, out_pos)
+
+
+def read_outlier_section(r: Reader, d: int):
+    """Inverse of :func:`write_outlier_section`: (n_out, positions, exponent, words)."""
+    n_out = r.uint(32, limit=d)
+    out_pos = read_positions(r, n_out, d)
+    e, words = OutlierCodec.read(r, n_out)
+    return n_out, out_pos, e, words

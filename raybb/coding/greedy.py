@@ -33,6 +33,7 @@ from raybb.coding.base import (
     register,
     standardize,
 )
+from raybb.coding.blocks import check_latent_size
 from raybb.coding.entropy import Reader, Writer
 from raybb.errors import CorruptPayload
 
@@ -121,8 +122,7 @@ class GreedySampler(IntParams):
         dev = p.mean.device
         k = self._key(key)
         r = Reader(payload)
-        if r.uint(32) != d:
-            raise CorruptPayload("greedy: payload was made for a latent of another size")
+        check_latent_size(r, d, "greedy")
         n_chunks = -(-d // self.chunk_dims)
         shards = r.log_bucket(n_chunks, limit=self.max_shards - 1) + 1
         sel = r.uints(int(shards.sum()), self.shard_bits)

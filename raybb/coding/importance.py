@@ -33,7 +33,13 @@ from raybb.coding.base import (
     register,
     standardize,
 )
-from raybb.coding.blocks import OutlierCodec, kl_blocks, read_positions, write_positions
+from raybb.coding.blocks import (
+    OutlierCodec,
+    check_latent_size,
+    kl_blocks,
+    read_outlier_section,
+    write_outlier_section,
+)
 from raybb.coding.entropy import Reader, Writer
 from raybb.errors import CorruptPayload
 
@@ -79,9 +85,7 @@ class ImportanceSampler(IntParams):
 
         w = Writer()
         w.uint(d, 32)
-        w.uint(len(out_pos), 32)
-        write_positions(w, out_pos)
-        OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos)
+        write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), m, s, out_pos)
         w.uint(len(sizes), 32)
         w.log_bucket(sizes - 1)
         w.log_bucket(nbits)
@@ -134,11 +138,8 @@ class ImportanceSampler(IntParams):
         dev = p.mean.device
         keys = self._keys(key)
         r = Reader(payload)
-        if r.uint(32) != d:
-            raise CorruptPayload("importance: payload was made for a latent of another size")
-        n_out = r.uint(32, limit=d)
-        out_pos = read_positions(r, n_out, d)
-        e, words = OutlierCodec.read(r, n_out)
+        check_latent_size(r, d, "importance")
+        n_out, out_pos, e, words = read_outlier_section(r, d)
         n_groups = r.uint(32, limit=d - n_out)
         sizes = r.log_bucket(n_groups, limit=self.max_dims - 1) + 1
         if int(sizes.sum()) != d - n_out:

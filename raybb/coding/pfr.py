@@ -48,7 +48,14 @@ from raybb.coding.base import (
     register,
     standardize,
 )
-from raybb.coding.blocks import OutlierCodec, read_positions, read_tree, tree_split, write_positions
+from raybb.coding.blocks import (
+    OutlierCodec,
+    check_latent_size,
+    read_outlier_section,
+    read_tree,
+    tree_split,
+    write_outlier_section,
+)
 from raybb.coding.entropy import Reader, Writer
 from raybb.errors import CorruptPayload
 
@@ -151,9 +158,7 @@ class PFRSampler(IntParams):
         inl = np.flatnonzero(kl_np <= self.outlier_bits)
         w = Writer()
         w.uint(d, 32)
-        w.uint(len(out_pos), 32)
-        write_positions(w, out_pos)
-        OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos)
+        write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), m, s, out_pos)
         sizes, _levels = tree_split(kl_np[inl], self.max_dims, self.budget_bits, w)
         lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
         ranks = self._search(m, s, lay, keys)
@@ -294,11 +299,8 @@ class PFRSampler(IntParams):
         dev = p.mean.device
         keys = self._keys(key)
         r = Reader(payload)
-        if r.uint(32) != d:
-            raise CorruptPayload("pfr: payload was made for a latent of another size")
-        n_out = r.uint(32, limit=d)
-        out_pos = read_positions(r, n_out, d)
-        e, words = OutlierCodec.read(r, n_out)
+        check_latent_size(r, d, "pfr")
+        n_out, out_pos, e, words = read_outlier_section(r, d)
         sizes, _levels = read_tree(r, d - n_out, self.max_dims)
         n_blocks = len(sizes)
         ranks = r.log_bucket(n_blocks, limit=(1 << self.log2_candidates) - 1)

@@ -46,7 +46,7 @@ from raybb.coding.base import (
     register,
     standardize,
 )
-from raybb.coding.blocks import OutlierCodec
+from raybb.coding.blocks import OutlierCodec, check_latent_size
 from raybb.coding.entropy import Reader, Writer
 from raybb.errors import CorruptPayload
 
@@ -282,8 +282,7 @@ class RejectionSampler:
         dev = p.mean.device
         keys = self._keys(key)
         r = Reader(payload)
-        if r.uint(32) != d:
-            raise CorruptPayload("rejection: payload was made for a latent of another size")
+        check_latent_size(r, d, "rejection")
         sym = r.categorical(d, self._probs)
         if (sym > 1 << self.budget_bits).any():
             raise CorruptPayload("rejection: index symbol out of range")
