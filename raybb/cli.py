@@ -300,6 +300,9 @@ def train(
     resume: Annotated[bool, typer.Option(help="Resume from OUT/checkpoint when present.")] = True,
     threads: Annotated[int, typer.Option(help="torch threads (0 = default).")] = 0,
     seed: Annotated[int, typer.Option(help="Training RNG seed.")] = 0,
+    precision: Annotated[
+        str, typer.Option(help="'fp32', or 'bf16' (convolutions in bfloat16, ~2x faster on AMX CPUs/GPUs).")
+    ] = "fp32",
 ) -> None:
     """Train a ladder network (the same loop Ray Train runs in `raybb sweep`)."""
     from raybb.train.loop import TrainConfig, train_to_directory
@@ -322,6 +325,7 @@ def train(
         val_data=list(val_data) if val_data else ([] if data else defaults.val_data),
         model=model, beta=beta, steps=steps, batch=batch, patch=patch, lr=lr,
         lr_final_factor=lr_final_factor, warmup_steps=warmup, num_threads=threads, seed=seed,
+        precision=precision,
     )  # fmt: skip
     with _progress() as bar:
         task = bar.add_task("training", total=steps)

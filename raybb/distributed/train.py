@@ -577,6 +577,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-every", type=int, default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="bf16: convolutions under autocast")
     p.add_argument("--model", default=None, help='LadderConfig fields as JSON, e.g. \'{"N":64,"M":64}\'')
     p.add_argument("--init-weights", default=None, help="fine-tune every trial from this weights file")
     p.add_argument("--register-dir", default=None, help="register finished models into this registry dir")
@@ -593,7 +594,7 @@ def _config_from_args(a: argparse.Namespace) -> TrainConfig:
         ("data", "data"), ("exclude", "exclude"), ("val_data", "val_data"), ("val_images", "val_images"),
         ("steps", "steps"), ("batch", "batch"), ("patch", "patch"), ("lr", "lr"),
         ("warmup_steps", "warmup_steps"), ("log_every", "log_every"), ("val_every", "val_every"),
-        ("checkpoint_every", "checkpoint_every"), ("seed", "seed"),
+        ("checkpoint_every", "checkpoint_every"), ("seed", "seed"), ("precision", "precision"),
     ]:  # fmt: skip
         v = getattr(a, attr)
         if v is not None:

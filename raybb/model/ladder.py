@@ -136,6 +136,10 @@ class LadderNetwork(nn.Module):
             MirrorConv2d(Fc, 2 * M, 3, 1),
         )  # fmt: skip
         self.likelihood = LaplaceLikelihood(3, learn_scale=c.learn_scale, gamma_floor=c.gamma_floor)
+        # Training-only mixed precision (``TrainConfig.precision``): the four convolution stacks
+        # run under autocast in this dtype; their outputs, the Gaussians, KLs and likelihood stay
+        # float32. None (the default, and always in the codec) = plain float32, bit-reproducible.
+        self.compute_dtype: torch.dtype | None = None
         self._init_posterior_scales()
 
     def _init_posterior_scales(self, std: float = 0.1) -> None:
@@ -152,6 +156,13 @@ class LadderNetwork(nn.Module):
             self.h_a[-1].conv.bias[self.config.G :].fill_(raw)
 
     # -- the pieces the codec composes ------------------------------------------------------
+    def _stack(self, stack: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.compute_dtype is None:
+            return stack(x)
+        with torch.autocast(x.device.type, dtype=self.compute_dtype):
+            y = stack(x)
+        return y.float()
+
     @staticmethod
     def _split(t: torch.Tensor) -> Gaussian:
         mean, raw = t.chunk(2, dim=1)
@@ -159,11 +170,11 @@ class LadderNetwork(nn.Module):
 
     def bottom_up(self, x: torch.Tensor) -> Gaussian:
         """N(μx, σx²): the level-1 encoder's estimate of z1 from the (padded) image in [0,1]."""
-        return self._split(self.g_a(x * 2.0 - 1.0))
+        return self._split(self._stack(self.g_a, x * 2.0 - 1.0))
 
     def posterior2(self, bottom_up: Gaussian) -> Gaussian:
         """q(z2|x), computed from the bottom-up *mean* only."""
-        return self._split(self.h_a(bottom_up.mean))
+        return self._split(self._stack(self.h_a, bottom_up.mean))
 
     @staticmethod
     def prior2_like(q2: Gaussian) -> Gaussian:
@@ -172,7 +183,7 @@ class LadderNetwork(nn.Module):
 
     def prior1(self, z2: torch.Tensor) -> Gaussian:
         """p(z1|z2) from a (decoded) z2 sample."""
-        return self._split(self.h_s(z2))
+        return self._split(self._stack(self.h_s, z2))
 
     @staticmethod
     def posterior1(bottom_up: Gaussian, prior1: Gaussian) -> Gaussian:
@@ -180,7 +191,7 @@ class LadderNetwork(nn.Module):
 
     def synthesize(self, z1: torch.Tensor) -> torch.Tensor:
         """Laplace mean x̂ in [0,1] units (unclamped; callers clamp for display)."""
-        return (self.g_s(z1) + 1.0) * 0.5
+        return (self._stack(self.g_s, z1) + 1.0) * 0.5
 
     # -- training / evaluation pass ---------------------------------------------------------
     def forward(self, x: torch.Tensor, sample: bool = True) -> LadderOutput:

@@ -32,6 +32,7 @@ from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, loa
 __all__ = ["TrainConfig", "TrainingLoop", "kodak_like_metrics"]
 
 LN2 = math.log(2.0)
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -54,6 +55,13 @@ class TrainConfig:
     val_every: int = 1000
     checkpoint_every: int = 500
     num_threads: int = 0  # torch threads (0 = leave torch's default)
+    # "bf16": convolutions under autocast (about 2x faster on CPUs with AMX/AVX-512-BF16 and on
+    # GPUs); latent distributions, KLs, likelihood, optimizer state and weights stay float32.
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {self.precision!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +129,7 @@ class TrainingLoop:
         else:
             self.net = LadderNetwork(LadderConfig.from_dict(cfg.model))
         self.net.to(self.device)
+        self.net.compute_dtype = PRECISIONS[cfg.precision]
         self.model = wrap_model(self.net) if wrap_model else self.net
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.step = 0
@@ -177,8 +186,12 @@ class TrainingLoop:
         if not self.val_set:
             return {}
         self.net.eval()
-        s = kodak_like_metrics(self.net, self.val_set, sample=True)
-        m = kodak_like_metrics(self.net, self.val_set, sample=False)
+        self.net.compute_dtype = None  # measure the model as the codec runs it: float32
+        try:
+            s = kodak_like_metrics(self.net, self.val_set, sample=True)
+            m = kodak_like_metrics(self.net, self.val_set, sample=False)
+        finally:
+            self.net.compute_dtype = PRECISIONS[self.cfg.precision]
         return {
             "val_bpp": s["bpp"],
             "val_bpp_level2": s["bpp_level2"],

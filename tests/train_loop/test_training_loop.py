@@ -310,3 +310,32 @@ def test_kill_before_cleanup_does_not_break_later_saves(tiny_cfg, tmp_path: Path
     assert _steps_logged(out) == [2, 4, 6]
     assert load_weights(out / "checkpoint" / "model.safetensors").meta["steps"] == 6
     assert not (out / "checkpoint.old").exists()
+
+
+def test_bf16_mixed_precision_trains_and_keeps_float32(tiny_cfg, tmp_path: Path, photo_dir: Path) -> None:
+    """precision='bf16': convolutions under autocast, but the loss still falls, the latent
+    Gaussians, checkpoints and validation stay float32 (the codec never sees bfloat16)."""
+    cfg = tiny_cfg(steps=40, precision="bf16", val_data=[str(photo_dir)], val_images=1)
+    loop = TrainingLoop(cfg)
+    assert loop.net.compute_dtype == torch.bfloat16
+    held_out = PatchSampler(loop.sampler.images, 64, seed=99).sample(16)
+    before = _fixed_batch_loss(loop, held_out)
+    out = loop.net(held_out[:2])
+    assert out.q1.mean.dtype == out.q2.std.dtype == out.x_hat.dtype == torch.float32
+    losses = [loop.train_step()["loss"] for _ in range(40)]
+    assert all(math.isfinite(v) for v in losses)
+    assert sum(losses[-10:]) < 0.8 * sum(losses[:10]), losses
+    assert _fixed_batch_loss(loop, held_out) < 0.85 * before
+    # validation measures the float32 model, then training precision is restored
+    val = loop.validate()
+    assert math.isfinite(val["val_psnr_sample"]) and loop.net.compute_dtype == torch.bfloat16
+    loop.save_checkpoint(tmp_path / "ck")
+    w = load_weights(tmp_path / "ck" / "model.safetensors")
+    assert w.model.compute_dtype is None
+    assert all(t.dtype == torch.float32 for t in w.model.state_dict().values())
+    assert w.meta["train_config"]["precision"] == "bf16"
+
+
+def test_unknown_precision_rejected(tiny_cfg) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        tiny_cfg(precision="fp8")
