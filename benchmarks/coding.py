@@ -291,6 +291,8 @@ def main(argv=None) -> int:
                     help="only time the default sampler R times on 200k dims / 200k bits (min/median)")
     ap.add_argument("--real-model", metavar="PATH", help="measure on real Kodak latents of this model file")
     ap.add_argument("--images", type=int, default=3, help="Kodak images for --real-model")
+    ap.add_argument("--configs", nargs="+", metavar="NAME:P1,P2,...",
+                    help="only these samplers (e.g. pfr:22,16,64,22) on 200k dims / 200k bits -> coding_configs.*")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.real_model:
@@ -301,6 +303,13 @@ def main(argv=None) -> int:
     if args.timing:
         return timing(args.timing)
     dims, kls, main_cfgs, sweep_kl, sweep, seed_kls = plan(args.quick)
+    stem = "coding_quick" if args.quick else "coding"
+    if args.configs:
+        stem = "coding_configs"
+        kls, seed_kls, sweep = [200_000], [], []
+        main_cfgs = [(c.split(":")[0], tuple(int(v) for v in c.split(":")[1].split(",")) if ":" in c else None)
+                     for c in args.configs]  # fmt: skip
+        seed_kls = kls
     info = machine()
     info["dims"] = dims
     rows = []
@@ -323,7 +332,6 @@ def main(argv=None) -> int:
             for name, params in sweep:
                 emit(run_one(name, params, q, p, kl))
     info["loadavg_end"] = os.getloadavg()[0]
-    stem = "coding_quick" if args.quick else "coding"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
     md = fmt_md(rows, info)

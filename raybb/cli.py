@@ -126,7 +126,8 @@ QualityOpt = Annotated[
     int | None, typer.Option("--quality", "-q", help="Pick the shipped model pln-qN (1 = lowest rate).")
 ]
 SamplerOpt = Annotated[
-    str | None, typer.Option("--sampler", "-s", help="Sampler pipeline, e.g. 'is-gs' or 'LEVEL2/LEVEL1'.")
+    str | None,
+    typer.Option("--sampler", "-s", help="Sampler pipeline: pfr (default), pfr-fast, pfr-exact, is-gs, rs, or 'L2/L1'"),
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).")]
 
