@@ -130,6 +130,11 @@ class TrainingLoop:
             self.net = LadderNetwork(LadderConfig.from_dict(cfg.model))
         self.net.to(self.device)
         self.net.compute_dtype = PRECISIONS[cfg.precision]
+        # bf16 convolutions are ~20% faster in channels-last layout (oneDNN/AMX, tensor cores);
+        # the layout is invisible elsewhere (checkpoints are written contiguous).
+        self.channels_last = cfg.precision == "bf16"
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
         self.model = wrap_model(self.net) if wrap_model else self.net
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.step = 0
@@ -154,6 +159,8 @@ class TrainingLoop:
     def train_step(self) -> dict:
         self.model.train()
         x = self.sampler.sample(self.cfg.batch).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         beta = self.beta_at(self.step)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
@@ -247,8 +254,8 @@ class TrainingLoop:
                 if f"{i}.exp_avg" in opt_t:
                     self.opt.state[p] = {
                         "step": torch.tensor(float(opt_t[f"{i}.step"].item())),
-                        "exp_avg": opt_t[f"{i}.exp_avg"].to(self.device),
-                        "exp_avg_sq": opt_t[f"{i}.exp_avg_sq"].to(self.device),
+                        "exp_avg": torch.empty_like(p).copy_(opt_t[f"{i}.exp_avg"]),  # p's layout
+                        "exp_avg_sq": torch.empty_like(p).copy_(opt_t[f"{i}.exp_avg_sq"]),
                     }
         if self.rank == 0 and "sampler_rng" in state:
             self.sampler.gen.set_state(torch.tensor(state["sampler_rng"], dtype=torch.uint8))

@@ -334,6 +334,14 @@ def test_bf16_mixed_precision_trains_and_keeps_float32(tiny_cfg, tmp_path: Path,
     assert w.model.compute_dtype is None
     assert all(t.dtype == torch.float32 for t in w.model.state_dict().values())
     assert w.meta["train_config"]["precision"] == "bf16"
+    # resuming a bf16 run restores weights and Adam moments in the training layout
+    again = TrainingLoop(cfg)
+    again.load_checkpoint(tmp_path / "ck")
+    assert again.step == loop.step
+    for p_old, p_new in zip(loop.net.parameters(), again.net.parameters(), strict=True):
+        assert torch.equal(p_old, p_new)
+        assert torch.equal(loop.opt.state[p_old]["exp_avg"], again.opt.state[p_new]["exp_avg"])
+    assert math.isfinite(again.train_step()["loss"])
 
 
 def test_unknown_precision_rejected(tiny_cfg) -> None:
