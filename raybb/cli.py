@@ -127,7 +127,7 @@ QualityOpt = Annotated[
 ]
 SamplerOpt = Annotated[
     str | None,
-    typer.Option("--sampler", "-s", help="Sampler pipeline: pfr (default), pfr-fast, pfr-exact, is-gs, rs, or 'L2/L1'"),
+    typer.Option("--sampler", "-s", help="Sampler pipeline: pfr (default), pfr-max, pfr-exact, is-gs, rs, or 'L2/L1'"),
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).")]
 

@@ -32,34 +32,35 @@ from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
 
-__all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_FAST",
+__all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_MAX",
            "PFR_EXACT", "parse_pipeline"]
 
 #: A sampler for one level: registry name and integer parameters (None = the sampler's defaults).
 SamplerSpec = tuple[str, tuple[int, ...] | None]
 
-#: The default: PFR *truncated* at 2^16 candidates on blocks of up to 22 bits of KL. Blocks whose
-#: PFR rank would exceed 2^16 take the best of the first 2^16 (a slightly less concentrated
-#: sample), so the coded sample is biased but costs 1.14x KL instead of 1.46x. On 8 Kodak images
-#: with the shipped pln-q1..q3 it saves 13.7% BD-rate (PSNR) and 10.3% (MS-SSIM) over the
-#: near-exact (12, 14, 64, 12) pipeline at ~2.5x its encode time (benchmarks/results/pfr_params.md).
-PFR_DEFAULT: tuple[int, ...] = (22, 16, 64, 22)
-#: 2^14 candidates: ~2x faster to encode, 12.7% / 8.4% BD-rate below (12, 14, 64, 12).
-PFR_FAST: tuple[int, ...] = (20, 14, 64, 20)
+#: The default: PFR *truncated* at 2^14 candidates on blocks of up to 20 bits of KL. A block whose
+#: exact PFR rank would exceed 2^14 takes the best of its first 2^14 (a slightly less concentrated
+#: sample), so the coded sample is biased but costs ~1.1x KL instead of ~1.46x. On 8 Kodak images
+#: with the shipped pln-q1..q3 it saves 12.7% BD-rate (PSNR) and 8.4% (MS-SSIM) over the near-exact
+#: (12, 14, 64, 12) pipeline at about the same encode time (benchmarks/results/pfr_params.md).
+PFR_DEFAULT: tuple[int, ...] = (20, 14, 64, 20)
+#: 2^16 candidates, blocks up to 22 bits: 1-2% better BD-rate than the default, but 2.4x its encode
+#: time on a Kodak image and 4x on small images (the 2^16-row candidate pool is a fixed cost).
+PFR_MAX: tuple[int, ...] = (22, 16, 64, 22)
 #: Near-exact samples (truncation bias within the KS/MSE tests' noise): the sampler's own defaults.
 PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14)
 
 #: Named sampler pipelines: (level-2 sampler, level-1 sampler). "is-gs" is the seed's pipeline.
 PIPELINES: dict[str, tuple[SamplerSpec, SamplerSpec]] = {
     "pfr": (("pfr", PFR_DEFAULT), ("pfr", PFR_DEFAULT)),
-    "pfr-fast": (("pfr", PFR_FAST), ("pfr", PFR_FAST)),
+    "pfr-max": (("pfr", PFR_MAX), ("pfr", PFR_MAX)),
     "pfr-exact": (("pfr", PFR_EXACT), ("pfr", PFR_EXACT)),
     "pfr-hq": (("pfr", PFR_EXACT), ("pfr", PFR_EXACT)),  # the old name of pfr-exact
     "pfr-v0": (("pfr", (12, 14, 64, 12)), ("pfr", (12, 14, 64, 12))),  # the first default (2026-11-26)
     "is-gs": (("importance", None), ("greedy", None)),
     "rs": (("rejection", None), ("rejection", None)),
 }
-DEFAULT_PIPELINE = "pfr"  # chosen on the Kodak rate-distortion curve of the shipped family
+DEFAULT_PIPELINE = "pfr"  # chosen on the Kodak rate-distortion curve and encode time
 
 
 def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:

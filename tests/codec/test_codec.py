@@ -9,7 +9,7 @@ from _codec_helpers import EXPECTED, make_tiny_weights
 from PIL import Image
 
 from raybb import bitstream
-from raybb.codec import PFR_DEFAULT, PFR_EXACT, PFR_FAST, Codec, parse_pipeline
+from raybb.codec import PFR_DEFAULT, PFR_EXACT, PFR_MAX, Codec, parse_pipeline
 from raybb.coding import SAMPLERS
 from raybb.errors import BitstreamError, ChecksumMismatch, ImageError, ModelMismatch
 from raybb.model.weights import load_weights
@@ -173,7 +173,7 @@ def test_pipelines():
     assert parse_pipeline("is-gs") == (("importance", None), ("greedy", None))
     assert parse_pipeline("pfr") == (("pfr", PFR_DEFAULT), ("pfr", PFR_DEFAULT))
     assert parse_pipeline(None) == parse_pipeline("pfr")
-    assert parse_pipeline("pfr-fast") == (("pfr", PFR_FAST), ("pfr", PFR_FAST))
+    assert parse_pipeline("pfr-max") == (("pfr", PFR_MAX), ("pfr", PFR_MAX))
     assert parse_pipeline("pfr-exact") == parse_pipeline("pfr-hq") == (("pfr", PFR_EXACT), ("pfr", PFR_EXACT))
     assert parse_pipeline("importance/pfr") == (("importance", None), ("pfr", None))
     with pytest.raises(ValueError):
