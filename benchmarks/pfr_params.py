@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-import raybb.codec as C
+from raybb.codec import load_codec
 from raybb.evaluation import bd_rate
 from raybb.imageio import load_image
 from raybb.metrics import ms_ssim_db
@@ -49,10 +49,8 @@ def measure(configs: list[str], images: list[str], out: Path) -> None:
     xs = [load_image(KODAK / f"kodim{n}.png") for n in images]
     with out.open("a") as f:
         for cfg in configs:
-            par = tuple(int(v) for v in cfg.split(","))
-            C.PIPELINES["_bench"] = (("pfr", par), ("pfr", par))
             for m in MODELS:
-                codec = C.load_codec(m, sampler="_bench")
+                codec = load_codec(m, sampler=f"pfr:{cfg}")
                 rows = []
                 for x in xs:
                     t = time.perf_counter()

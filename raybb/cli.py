@@ -127,7 +127,11 @@ QualityOpt = Annotated[
 ]
 SamplerOpt = Annotated[
     str | None,
-    typer.Option("--sampler", "-s", help="Sampler pipeline: pfr (default), pfr-max, pfr-exact, is-gs, rs, or 'L2/L1'"),
+    typer.Option(
+        "--sampler",
+        "-s",
+        help="Sampler pipeline: pfr (default), pfr-max, pfr-exact, is-gs, rs, 'L2/L1', 'pfr:20,14,64,20'",
+    ),
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).")]
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from raybb import bitstream
 from raybb.coding import SAMPLERS, CodedSampler, DiagGaussian, StreamKey, get_sampler
-from raybb.errors import CodingError, CorruptPayload, ImageError, ModelMismatch
+from raybb.errors import CodingError, CorruptPayload, ImageError, ModelMismatch, RaybbError
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
@@ -64,17 +64,32 @@ DEFAULT_PIPELINE = "pfr"  # chosen on the Kodak rate-distortion curve and encode
 
 
 def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
-    """A named pipeline ('pfr', 'is-gs', ...), 'A/B' (level-2 sampler A, level-1 sampler B) or 'A' (both)."""
+    """A named pipeline ('pfr', 'is-gs', ...), 'A/B' (level-2 sampler A, level-1 sampler B) or 'A'
+    (both); each sampler may carry integer parameters, e.g. 'pfr:20,14,64,20' (checked here)."""
     spec = spec or DEFAULT_PIPELINE
     if spec in PIPELINES:
         return PIPELINES[spec]
     parts = spec.split("/")
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2 or any(p not in SAMPLERS for p in parts):
-        known = sorted(PIPELINES) + sorted(SAMPLERS)
+    known = sorted(PIPELINES) + sorted(SAMPLERS)
+    if len(parts) != 2:
         raise ValueError(f"unknown sampler spec {spec!r}; use one of {known} or 'LEVEL2/LEVEL1'")
-    return (parts[0], None), (parts[1], None)
+    out: list[SamplerSpec] = []
+    for part in parts:
+        name, _, params = part.partition(":")
+        if name not in SAMPLERS:
+            raise ValueError(f"unknown sampler spec {spec!r}; use one of {known} or 'LEVEL2/LEVEL1'")
+        if not params:
+            out.append((name, None))
+            continue
+        try:
+            values = tuple(int(v) for v in params.split(","))
+            get_sampler(name, values)  # the sampler validates count and ranges
+        except (ValueError, RaybbError) as e:
+            raise ValueError(f"bad parameters {params!r} for sampler {name!r}: {e}") from e
+        out.append((name, values))
+    return out[0], out[1]
 
 
 @dataclass

@@ -176,8 +176,13 @@ def test_pipelines():
     assert parse_pipeline("pfr-max") == (("pfr", PFR_MAX), ("pfr", PFR_MAX))
     assert parse_pipeline("pfr-exact") == parse_pipeline("pfr-hq") == (("pfr", PFR_EXACT), ("pfr", PFR_EXACT))
     assert parse_pipeline("importance/pfr") == (("importance", None), ("pfr", None))
+    assert parse_pipeline("pfr:20,14,64,20") == (("pfr", (20, 14, 64, 20)),) * 2
+    assert parse_pipeline("pfr:14,16,64,14/greedy") == (("pfr", (14, 16, 64, 14)), ("greedy", None))
     with pytest.raises(ValueError):
         parse_pipeline("nope")
+    for bad in ("pfr:1,2", "pfr:99,14,64,20", "pfr:x", "nope:1", "pfr/pfr/pfr"):
+        with pytest.raises(ValueError):
+            parse_pipeline(bad)
 
 
 # golden_pfr_v0 pins the first default (12, 14, 64, 12): files written before the default changed
