@@ -37,6 +37,7 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from raybb.codec import parse_pipeline  # noqa: E402
 from raybb.coding import StreamKey, get_sampler, kl_bits  # noqa: E402
 from raybb.coding.synthetic import make_pair, std_pair  # noqa: E402
 
@@ -306,10 +307,9 @@ def main(argv=None) -> int:
     stem = "coding_quick" if args.quick else "coding"
     if args.configs:
         stem = "coding_configs"
-        kls, seed_kls, sweep = [200_000], [], []
-        main_cfgs = [(c.split(":")[0], tuple(int(v) for v in c.split(":")[1].split(",")) if ":" in c else None)
-                     for c in args.configs]  # fmt: skip
+        kls, sweep = [200_000], []
         seed_kls = kls
+        main_cfgs = [parse_pipeline(c)[0] for c in args.configs]  # "pfr:22,16,64,22" -> ("pfr", (22, ...))
     info = machine()
     info["dims"] = dims
     rows = []
