@@ -227,13 +227,48 @@ def test_forged_config_values_rejected_as_weights_error(tiny_model: LadderNetwor
         load_weights(_forged(tiny_model.state_dict(), cfg))
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.int32, torch.bool, torch.complex64])
-def test_non_float32_tensors_rejected(tiny_model: LadderNetwork, dtype: torch.dtype) -> None:
-    """save_weights writes float32 only; anything else (e.g. complex silently losing its imaginary
-    part in load_state_dict) is a foreign file."""
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.int32, torch.bool, torch.complex64])
+def test_other_tensor_dtypes_rejected(tiny_model: LadderNetwork, dtype: torch.dtype) -> None:
+    """save_weights writes float32 or float16 only; anything else (e.g. complex silently losing its
+    imaginary part in load_state_dict) is a foreign file."""
     state = {k: v.to(dtype) for k, v in tiny_model.state_dict().items()}
     with pytest.raises(WeightsError, match="dtype"):
         load_weights(_forged(state, tiny_model.config.to_dict()))
+
+
+def test_float16_storage_halves_the_file_and_loads_as_float32(saved, tmp_path: Path) -> None:
+    """Shipped weights are stored as float16: the file is half the size, the model is rebuilt in
+    float32 from exactly the stored values, and the fingerprint is that of the stored tensors."""
+    path, model, fp32_fp = saved
+    half = tmp_path / "half.safetensors"
+    fp = save_weights(half, model, {"note": "half"}, dtype=torch.float16)
+    assert fp != fp32_fp  # a different model (rounded weights), so bitstreams must not mix them
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    loaded = load_weights(half)
+    assert loaded.fingerprint == fp and loaded.meta == {"note": "half"}
+    stored = {k: v.half() for k, v in model.state_dict().items()}
+    assert fingerprint(stored, model.config) == fp
+    for k, v in loaded.model.state_dict().items():
+        assert v.dtype == torch.float32
+        assert torch.equal(v, stored[k].float()), k
+    assert load_weights(half.read_bytes()).fingerprint == fp  # same again from bytes
+    # saving the loaded (float32, rounded) model as float16 again is lossless: same fingerprint
+    assert save_weights(tmp_path / "again.safetensors", loaded.model, dtype=torch.float16) == fp
+    x = torch.rand(1, 3, 64, 64)
+    model.eval()
+    with torch.no_grad():
+        a, b = model(x, sample=False).x_hat, loaded.model(x, sample=False).x_hat
+    assert not torch.equal(a, b) and (a - b).abs().max() < 1e-2
+
+
+def test_save_rejects_other_dtypes_and_float16_overflow(tiny_model: LadderNetwork, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="stored as one of"):
+        save_weights(tmp_path / "b.safetensors", tiny_model, dtype=torch.bfloat16)
+    with torch.no_grad():
+        tiny_model.g_a[0].conv.bias[0] = 1e6  # beyond float16's range (65504)
+    with pytest.raises(ValueError, match="overflow"):
+        save_weights(tmp_path / "o.safetensors", tiny_model, dtype=torch.float16)
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_forged_but_valid_file_loads(tiny_model: LadderNetwork) -> None:
