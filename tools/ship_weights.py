@@ -6,9 +6,9 @@ its latest ``checkpoint/model.safetensors``), stores the tensors as float16 (hal
 
     python tools/ship_weights.py /work/runs/q3 --name pln-q3 --from raybb/weights/pln-q3.safetensors
 
-``--from`` names the weights the run was initialised from (``init_weights``); its name, β, steps,
-fingerprint and own ``fine_tuned_from`` are stored under ``fine_tuned_from`` in the new file's
-meta, so the shipped file keeps its lineage. Afterwards re-run the Kodak evaluation and
+Training runs started from weights (``init_weights``) record that lineage (name, β, steps,
+fingerprint and that model's own ``fine_tuned_from``) in their checkpoints' meta, and it is kept;
+``--from`` sets it for checkpoints written before runs recorded it. Afterwards re-run the Kodak evaluation and
 ``benchmarks/write_sidecars.py`` so ``raybb models`` shows the new model's measured numbers.
 """
 
@@ -23,7 +23,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from raybb.model.weights import load_weights, read_metadata, save_weights  # noqa: E402
+from raybb.model.weights import lineage, load_weights, save_weights  # noqa: E402
 
 WEIGHTS = REPO / "raybb" / "weights"
 DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -35,19 +35,6 @@ def _source(path: Path) -> Path:
     if not path.is_file():
         raise SystemExit(f"no weights at {path}")
     return path
-
-
-def lineage(init: Path, name: str | None = None) -> dict:
-    """What ``init`` was: enough to trace a shipped model back through its fine-tunings."""
-    md = read_metadata(init)
-    meta = md["meta"]
-    return {
-        "name": name or init.stem,
-        "fingerprint": md["fingerprint"],
-        "beta": meta.get("beta"),
-        "steps": meta.get("steps"),
-        "fine_tuned_from": meta.get("fine_tuned_from"),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     src = _source(args.source)
     loaded = load_weights(src)
     meta = dict(loaded.meta)
-    if args.init is not None:
-        meta["fine_tuned_from"] = lineage(args.init, args.from_name)
+    if args.init is not None:  # runs record this themselves; --from is for older checkpoints
+        meta["fine_tuned_from"] = lineage(load_weights(args.init), args.from_name or args.init.stem)
     meta.setdefault("fine_tuned_from", None)
     out = args.dest / f"{args.name}.safetensors"
     fp = save_weights(out, loaded.model, meta, dtype=DTYPES[args.dtype])

@@ -43,6 +43,7 @@ __all__ = [
     "read_metadata",
     "FORMAT_VERSION",
     "STORAGE_DTYPES",
+    "lineage",
 ]
 
 FORMAT_VERSION = "1"
@@ -195,3 +196,15 @@ def load_weights(path: str | Path | bytes, device: str | torch.device = "cpu") -
     model.load_state_dict({k: v.float() for k, v in state.items()})  # float16 → float32 is exact
     model.eval().requires_grad_(False)
     return LoadedModel(model=model.to(device), config=config, meta=info["meta"], fingerprint=actual)
+
+
+def lineage(model: LoadedModel, name: str) -> dict:
+    """What a fine-tuned model started from: name, fingerprint, β, steps and that model's own
+    ``fine_tuned_from``, so a shipped file keeps its whole chain of fine-tunings in its meta."""
+    return {
+        "name": name,
+        "fingerprint": model.fingerprint,
+        "beta": model.meta.get("beta"),
+        "steps": model.meta.get("steps"),
+        "fine_tuned_from": model.meta.get("fine_tuned_from"),
+    }

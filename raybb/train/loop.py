@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from raybb.model.ladder import LadderConfig, LadderNetwork, pad_to_stride, variant_of
-from raybb.model.weights import load_weights, save_weights
+from raybb.model.weights import lineage, load_weights, save_weights
 from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, load_images
 
 __all__ = ["TrainConfig", "TrainingLoop", "kodak_like_metrics"]
@@ -124,8 +124,12 @@ class TrainingLoop:
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         torch.manual_seed(cfg.seed * 1000 + self.rank)
+        #: the weights this run was initialised from (recorded in every checkpoint's meta)
+        self.fine_tuned_from: dict | None = None
         if init_weights:  # fine-tune from a weights file (e.g. another β of the family)
-            self.net = _trainable(load_weights(init_weights).model.train())
+            init = load_weights(init_weights)
+            self.net = _trainable(init.model.train())
+            self.fine_tuned_from = lineage(init, Path(init_weights).stem)
         else:
             self.net = LadderNetwork(LadderConfig.from_dict(cfg.model))
         self.net.to(self.device)
@@ -220,6 +224,7 @@ class TrainingLoop:
             "train_config": self.cfg.to_dict(),
             "dataset_fingerprint": self.data_fingerprint(),
             "dataset_files": len(self.train_paths),
+            "fine_tuned_from": self.fine_tuned_from,
         }
 
     def save_checkpoint(self, directory: str | Path) -> Path:
@@ -246,6 +251,7 @@ class TrainingLoop:
             raise ValueError(f"checkpoint architecture {loaded.config} differs from {self.net.config}")
         self.net.load_state_dict(loaded.model.state_dict())
         _trainable(self.net)
+        self.fine_tuned_from = loaded.meta.get("fine_tuned_from")  # a resumed run keeps its lineage
         state = json.loads((d / "state.json").read_text())
         self.step = int(state["step"])
         if (d / "optimizer.safetensors").exists():

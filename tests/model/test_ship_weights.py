@@ -41,3 +41,11 @@ def test_ship_checkpoint_as_float16_with_lineage(tiny_model: LadderNetwork, tmp_
     shipped = load_weights(out).model.state_dict()
     for k, v in tiny_model.state_dict().items():
         assert torch.equal(shipped[k], v.half().float()), k
+
+
+def test_ship_keeps_recorded_lineage_without_from(tiny_model: LadderNetwork, tmp_path: Path) -> None:
+    chain = {"name": "pln-q2", "fingerprint": "ab" * 32, "beta": 0.05, "steps": 9, "fine_tuned_from": None}
+    src = tmp_path / "w.safetensors"
+    save_weights(src, tiny_model, {"beta": 0.1, "steps": 3, "fine_tuned_from": chain})
+    assert _tool().main([str(src), "--name", "pln-q2", "--dest", str(tmp_path / "out")]) == 0
+    assert read_metadata(tmp_path / "out" / "pln-q2.safetensors")["meta"]["fine_tuned_from"] == chain

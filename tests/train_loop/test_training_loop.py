@@ -219,6 +219,28 @@ def test_resume_and_finetune_keep_fresh_requires_grad(tiny_cfg, tmp_path: Path, 
     assert tuned.net.training
 
 
+def test_fine_tuning_records_lineage_and_resume_keeps_it(tiny_cfg, tmp_path: Path) -> None:
+    """A run initialised from weights writes where it came from into every checkpoint's meta
+    (name, fingerprint, beta, steps, and that model's own lineage), and keeps it across resume."""
+    model = {"N": 8, "M": 8, "F": 8, "G": 2, "learn_scale": False}
+    parent = TrainingLoop(tiny_cfg(model=model))
+    assert parent.model_meta()["fine_tuned_from"] is None
+    pck = parent.save_checkpoint(tmp_path / "parent")
+    parent_w = load_weights(pck / "model.safetensors")
+    tuned = TrainingLoop(tiny_cfg(model=model, beta=0.5), init_weights=str(pck / "model.safetensors"))
+    want = {"name": "model", "fingerprint": parent_w.fingerprint, "beta": parent_w.meta["beta"],
+            "steps": parent_w.meta["steps"], "fine_tuned_from": None}  # fmt: skip
+    assert tuned.model_meta()["fine_tuned_from"] == want
+    ck = tuned.save_checkpoint(tmp_path / "tuned")
+    assert load_weights(ck / "model.safetensors").meta["fine_tuned_from"] == want
+    resumed = TrainingLoop(tiny_cfg(model=model, beta=0.5))  # resume: no init_weights given
+    resumed.load_checkpoint(ck)
+    assert resumed.model_meta()["fine_tuned_from"] == want
+    # a second fine-tuning nests the chain
+    again = TrainingLoop(tiny_cfg(model=model), init_weights=str(ck / "model.safetensors"))
+    assert again.model_meta()["fine_tuned_from"]["fine_tuned_from"] == want
+
+
 _DDP_SCRIPT = r"""
 import os, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
