@@ -41,8 +41,9 @@ SamplerSpec = tuple[str, tuple[int, ...] | None]
 #: The default: PFR *truncated* at 2^14 candidates on blocks of up to 20 bits of KL. A block whose
 #: exact PFR rank would exceed 2^14 takes the best of its first 2^14 (a slightly less concentrated
 #: sample), so the coded sample is biased but costs ~1.1x KL instead of ~1.46x. On 8 Kodak images
-#: with the shipped pln-q1..q3 it saves 12.7% BD-rate (PSNR) and 8.4% (MS-SSIM) over the near-exact
-#: (12, 14, 64, 12) pipeline for ~30% more encode time (benchmarks/results/pfr_params.md).
+#: with the pln-q1..q3 shipped at 9e4e29e it saves 12.7% BD-rate (PSNR) and 8.4% (MS-SSIM) over
+#: the near-exact (12, 14, 64, 12) pipeline for ~30% more encode time
+#: (benchmarks/results/pfr_params.md).
 PFR_DEFAULT: tuple[int, ...] = (20, 14, 64, 20)
 #: 2^16 candidates, blocks up to 22 bits: 1-2% better BD-rate than the default, but 2.4x its encode
 #: time on a Kodak image and 4x on small images (the 2^16-row candidate pool is a fixed cost).
