@@ -4,12 +4,13 @@ Takes a weights file or a training directory (``raybb train -o DIR`` / ``train_t
 its latest ``checkpoint/model.safetensors``), stores the tensors as float16 (half the size; see
 ``raybb.model.weights``) and records where the model came from:
 
-    python tools/ship_weights.py /work/runs/q3 --name pln-q3 --from raybb/weights/pln-q3.safetensors
+    python tools/ship_weights.py runs/pln-b0.1 --name pln-q2
 
 Training runs started from weights (``init_weights``) record that lineage (name, β, steps,
-fingerprint and that model's own ``fine_tuned_from``) in their checkpoints' meta, and it is kept;
-``--from`` sets it for checkpoints written before runs recorded it. Afterwards re-run the Kodak evaluation and
-``benchmarks/write_sidecars.py`` so ``raybb models`` shows the new model's measured numbers.
+fingerprint and that model's own ``fine_tuned_from``) in their checkpoints' meta, and it is kept.
+``--from W`` sets it instead, for checkpoints written before runs recorded it. Afterwards re-run
+the Kodak evaluation and ``benchmarks/write_sidecars.py`` so ``raybb models`` shows the new
+model's measured numbers.
 """
 
 from __future__ import annotations
