@@ -38,18 +38,23 @@ __all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELI
 #: A sampler for one level: registry name and integer parameters (None = the sampler's defaults).
 SamplerSpec = tuple[str, tuple[int, ...] | None]
 
-#: The default: PFR *truncated* at 2^14 candidates on blocks of up to 20 bits of KL. A block whose
-#: exact PFR rank would exceed 2^14 takes the best of its first 2^14 (a slightly less concentrated
-#: sample), so the coded sample is biased but costs ~1.1x KL instead of ~1.46x. On 8 Kodak images
-#: with the pln-q1..q3 shipped at 9e4e29e it saves 12.7% BD-rate (PSNR) and 8.4% (MS-SSIM) over
-#: the near-exact (12, 14, 64, 12) pipeline for ~30% more encode time
-#: (benchmarks/results/pfr_params.md).
-PFR_DEFAULT: tuple[int, ...] = (20, 14, 64, 20)
+#: PFR *truncated* at 2^14 candidates on blocks of up to 20 bits of KL. A block whose exact PFR
+#: rank would exceed 2^14 takes the best of its first 2^14 (a slightly less concentrated sample),
+#: so the coded sample is biased but costs ~1.1x KL instead of ~1.46x. On 8 Kodak images with the
+#: pln-q1..q3 shipped at 9e4e29e it saves 12.7% BD-rate (PSNR) and 8.4% (MS-SSIM) over the
+#: near-exact (12, 14, 64, 12) pipeline for ~30% more encode time (benchmarks/results/pfr_params.md).
+PFR_DEFAULT: tuple[int, ...] = (20, 14, 64, 20, 0)
 #: 2^16 candidates, blocks up to 22 bits: 1-2% better BD-rate than the default, but 2.4x its encode
 #: time on a Kodak image and 4x on small images (the 2^16-row candidate pool is a fixed cost).
-PFR_MAX: tuple[int, ...] = (22, 16, 64, 22)
+PFR_MAX: tuple[int, ...] = (22, 16, 64, 22, 0)
 #: Near-exact samples (truncation bias within the KS/MSE tests' noise): the sampler's own defaults.
-PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14)
+PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14, 0)
+#: The fifth PFR parameter is the latent's channel count, 0 = "this level's", resolved per model by
+#: the Codec: the encoder then codes each level channel-major or position-major, whichever makes
+#: fewer blocks, and says which in one bit (raybb/coding/pfr.py). On 8 Kodak images with pln-q1..q4
+#: that is -5.7% BD-rate (PSNR) / -5.0% (MS-SSIM) against always channel-major, coded/KL 1.133x ->
+#: 1.101x (benchmarks/results/pfr_order.md). "pfr-v1" is the previous default (always channel-major),
+#: kept so its files stay reproducible.
 
 #: Named sampler pipelines: (level-2 sampler, level-1 sampler). "is-gs" is the seed's pipeline.
 PIPELINES: dict[str, tuple[SamplerSpec, SamplerSpec]] = {
@@ -57,6 +62,7 @@ PIPELINES: dict[str, tuple[SamplerSpec, SamplerSpec]] = {
     "pfr-max": (("pfr", PFR_MAX), ("pfr", PFR_MAX)),
     "pfr-exact": (("pfr", PFR_EXACT), ("pfr", PFR_EXACT)),
     "pfr-hq": (("pfr", PFR_EXACT), ("pfr", PFR_EXACT)),  # the old name of pfr-exact
+    "pfr-v1": (("pfr", (20, 14, 64, 20)), ("pfr", (20, 14, 64, 20))),  # the default until 2026-11-26 evening
     "pfr-v0": (("pfr", (12, 14, 64, 12)), ("pfr", (12, 14, 64, 12))),  # the first default (2026-11-26)
     "is-gs": (("importance", None), ("greedy", None)),
     "rs": (("rejection", None), ("rejection", None)),
@@ -66,7 +72,8 @@ DEFAULT_PIPELINE = "pfr"  # chosen on the Kodak rate-distortion curve and encode
 
 def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
     """A named pipeline ('pfr', 'is-gs', ...), 'A/B' (level-2 sampler A, level-1 sampler B) or 'A'
-    (both); each sampler may carry integer parameters, e.g. 'pfr:20,14,64,20' (checked here)."""
+    (both); each sampler may carry integer parameters, e.g. 'pfr:20,14,64,20,0' (checked here;
+    a fifth PFR parameter of 0 codes position-major over the level's channels, see PFR_DEFAULT)."""
     spec = spec or DEFAULT_PIPELINE
     if spec in PIPELINES:
         return PIPELINES[spec]
@@ -117,6 +124,14 @@ def _seed_from_pixels(rgb: np.ndarray) -> int:
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
+def _resolve_channels(spec: SamplerSpec, channels: int) -> SamplerSpec:
+    """A PFR spec whose coding order is 0 ('the level's channels') gets this model's count."""
+    name, params = spec
+    if name == "pfr" and params is not None and len(params) == 5 and params[4] == 0:
+        return name, (*params[:4], channels)
+    return spec
+
+
 def _flat(g) -> DiagGaussian:
     return DiagGaussian(g.mean.reshape(-1).contiguous(), g.std.reshape(-1).contiguous())
 
@@ -139,7 +154,11 @@ class Codec:
         self.model_name = model_name or loaded.meta.get("name", "") or loaded.fingerprint[:12]
         self.pipeline = sampler or DEFAULT_PIPELINE
         spec2, spec1 = parse_pipeline(sampler)
-        self.samplers: dict[int, CodedSampler] = {2: get_sampler(*spec2), 1: get_sampler(*spec1)}
+        shape2, shape1 = self._latent_shapes(TOTAL_STRIDE, TOTAL_STRIDE)
+        self.samplers: dict[int, CodedSampler] = {
+            2: get_sampler(*_resolve_channels(spec2, shape2[1])),
+            1: get_sampler(*_resolve_channels(spec1, shape1[1])),
+        }
         self.max_pixels = max_pixels
 
     @property

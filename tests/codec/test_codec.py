@@ -177,17 +177,21 @@ def test_pipelines():
     assert parse_pipeline("pfr-exact") == parse_pipeline("pfr-hq") == (("pfr", PFR_EXACT), ("pfr", PFR_EXACT))
     assert parse_pipeline("importance/pfr") == (("importance", None), ("pfr", None))
     assert parse_pipeline("pfr:20,14,64,20") == (("pfr", (20, 14, 64, 20)),) * 2
+    assert parse_pipeline("pfr:20,14,64,20,0") == (("pfr", (20, 14, 64, 20, 0)),) * 2
+    assert parse_pipeline("pfr-v1") == (("pfr", (20, 14, 64, 20)),) * 2
     assert parse_pipeline("pfr:14,16,64,14/greedy") == (("pfr", (14, 16, 64, 14)), ("greedy", None))
     with pytest.raises(ValueError):
         parse_pipeline("nope")
-    for bad in ("pfr:1,2", "pfr:99,14,64,20", "pfr:x", "nope:1", "pfr/pfr/pfr"):
+    for bad in ("pfr:1,2", "pfr:99,14,64,20", "pfr:x", "nope:1", "pfr/pfr/pfr", "pfr:20,14,64,20,-1"):
         with pytest.raises(ValueError):
             parse_pipeline(bad)
 
 
-# golden_pfr_v0 pins the first default (12, 14, 64, 12): files written before the default changed
-# must keep decoding to the same pixels.
-GOLDEN = [("golden_pfr", "pfr", 11), ("golden_pfr_v0", "pfr-v0", 11), ("golden_isgs", "is-gs", 12)]
+# golden_pfr_v0 pins the first default (12, 14, 64, 12) and golden_pfr_v1 the second (20, 14, 64, 20),
+# both in channel-major order: files written before the default changed must keep decoding to the
+# same pixels (and the old pipelines must keep producing the same bytes).
+GOLDEN = [("golden_pfr", "pfr", 11), ("golden_pfr_v1", "pfr-v1", 11), ("golden_pfr_v0", "pfr-v0", 11),
+          ("golden_isgs", "is-gs", 12)]
 
 
 @pytest.mark.parametrize("name,sampler,seed", GOLDEN)
@@ -210,3 +214,21 @@ def test_golden_bitstreams(tiny_weights, photo, name, sampler, seed):
     c = bitstream.parse(data)
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
     assert (c.width, c.height, c.seed) == (90, 70, seed)
+
+
+def test_default_pipeline_codes_position_major_over_each_levels_channels(tiny_weights, photo):
+    """PFR_DEFAULT's order 0 becomes this model's channel counts, written in every section."""
+    codec = Codec(load_weights(tiny_weights))
+    cfg = codec.loaded.config
+    assert codec.samplers[1].params() == (*PFR_DEFAULT[:4], cfg.M)
+    assert codec.samplers[2].params() == (*PFR_DEFAULT[:4], cfg.G)
+    data = codec.compress(photo[:64, :96], seed=3)
+    c = bitstream.parse(data)
+    assert tuple(c.section(1).params) == (*PFR_DEFAULT[:4], cfg.M)
+    assert tuple(c.section(2).params) == (*PFR_DEFAULT[:4], cfg.G)
+    # any codec decodes it (the order is in the stream), e.g. one built for the previous default
+    assert np.array_equal(Codec(load_weights(tiny_weights), "pfr-v1").decompress(data), codec.decompress(data))
+    # an explicit spec with order 0 resolves the same way; order 1 is the previous channel-major order
+    assert Codec(load_weights(tiny_weights), "pfr:20,14,64,20,0").compress(photo[:64, :96], seed=3) == data
+    v1 = Codec(load_weights(tiny_weights), "pfr:20,14,64,20,1").compress(photo[:64, :96], seed=3)
+    assert v1 == Codec(load_weights(tiny_weights), "pfr-v1").compress(photo[:64, :96], seed=3) != data

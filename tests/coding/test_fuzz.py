@@ -10,7 +10,13 @@ from raybb.coding import GreedySampler, ImportanceSampler, PFRSampler, Rejection
 from raybb.coding.synthetic import make_pair
 from raybb.errors import BitstreamError
 
-SAMPLERS = [PFRSampler(8, 11, 16, 8), RejectionSampler(6), GreedySampler(4, 8, 32), ImportanceSampler(6, 32, 6)]
+SAMPLERS = [
+    PFRSampler(8, 11, 16, 8),
+    PFRSampler(8, 11, 16, 8, channels=12),  # one order bit in the payload
+    RejectionSampler(6),
+    GreedySampler(4, 8, 32),
+    ImportanceSampler(6, 32, 6),
+]
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +29,7 @@ def _with_crc(body: bytes) -> bytes:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("smp", SAMPLERS, ids=lambda s: s.name)
+@pytest.mark.parametrize("smp", SAMPLERS, ids=lambda s: repr(s))
 def test_flips_and_truncations_raise(smp, pair):
     q, p = pair
     key = StreamKey(17)
@@ -43,7 +49,7 @@ def test_flips_and_truncations_raise(smp, pair):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("smp", SAMPLERS, ids=lambda s: s.name)
+@pytest.mark.parametrize("smp", SAMPLERS, ids=lambda s: repr(s))
 def test_garbage_that_passes_the_checksum_is_handled(smp, pair):
     """The parser itself validates every count: garbage bodies with a valid CRC either raise a
     BitstreamError or decode to a finite sample of the right shape."""

@@ -140,3 +140,79 @@ def test_pfr_default_beats_previous_default_and_old_params_still_decode():
     assert new.stats["coded_bits"] < old.stats["coded_bits"]
     assert torch.equal(get_sampler(PFRSampler.sampler_id, (12, 14, 64, 12)).decode(p, StreamKey(4), old.payload),
                        old.sample)
+
+
+def _channel_major_latent(channels: int, positions: int, active: int, seed: int):
+    """A (C, H*W)-flattened latent like an image's: only ``active`` channels carry KL."""
+    g = torch.Generator().manual_seed(seed)
+    d = channels * positions
+    mp = torch.randn(d, generator=g)
+    sp = torch.exp(0.3 * torch.randn(d, generator=g))
+    mq, sq = mp.clone(), sp.clone()
+    on = torch.zeros(channels, positions, dtype=torch.bool)
+    on[torch.randperm(channels, generator=g)[:active]] = True
+    on = on.reshape(-1)
+    mq[on] += sp[on] * 1.5 * torch.randn(int(on.sum()), generator=g)
+    sq[on] *= torch.exp(-1.0 - 0.7 * torch.rand(int(on.sum()), generator=g))
+    return DiagGaussian(mq, sq), DiagGaussian(mp, sp)
+
+
+def _transposed(g: DiagGaussian, perm: torch.Tensor) -> DiagGaussian:
+    return DiagGaussian(g.mean[perm].contiguous(), g.std[perm].contiguous())
+
+
+def _spatially_structured_latent(channels: int, positions: int, seed: int):
+    """All channels active at a few positions: channel-major makes the fewer blocks here."""
+    g = torch.Generator().manual_seed(seed)
+    d = channels * positions
+    mp, sp = torch.randn(d, generator=g), torch.exp(0.3 * torch.randn(d, generator=g))
+    on = torch.zeros(channels, positions, dtype=torch.bool)
+    on[:, torch.randperm(positions, generator=g)[: positions // 3]] = True
+    on = on.reshape(-1)
+    mq, sq = mp.clone(), sp.clone()
+    mq[on] += sp[on] * 1.5 * torch.randn(int(on.sum()), generator=g)
+    sq[on] *= torch.exp(-1.0 - 0.7 * torch.rand(int(on.sum()), generator=g))
+    return DiagGaussian(mq, sq), DiagGaussian(mp, sp)
+
+
+@pytest.mark.parametrize("make", [_channel_major_latent, _spatially_structured_latent])
+def test_pfr_channels_codes_in_the_order_with_fewer_blocks(make):
+    """channels=C codes exactly what channels=1 codes in the order with fewer blocks (the original
+    or the (H*W, C)-transposed latent), writes which in one bit, and decodes bit-identically."""
+    C, P = 12, 300
+    q, p = make(C, P, 4, seed=3) if make is _channel_major_latent else make(C, P, seed=3)
+    key = StreamKey(5, 0, 1)
+    smp = PFRSampler(20, 11, 64, 20, channels=C)
+    assert smp.params() == (20, 11, 64, 20, C)
+    enc = smp.encode(q, p, key)
+    perm = torch.arange(C * P).view(C, P).T.reshape(-1)
+    plain = PFRSampler(20, 11, 64, 20)
+    given, transposed = plain.encode(q, p, key), plain.encode(_transposed(q, perm), _transposed(p, perm), key)
+    want_pm = transposed.stats["n_blocks"] < given.stats["n_blocks"]
+    assert enc.stats["position_major"] == int(want_pm) == int(make is _channel_major_latent)
+    ref = transposed if want_pm else given
+    assert enc.stats["n_blocks"] == ref.stats["n_blocks"]
+    assert enc.stats["coded_bits"] <= min(given.stats["coded_bits"], transposed.stats["coded_bits"]) + 32
+    assert torch.equal(enc.sample[perm] if want_pm else enc.sample, ref.sample)
+    dec = get_sampler(PFRSampler.sampler_id, smp.params()).decode(p, key, enc.payload)
+    assert torch.equal(dec, enc.sample)
+
+
+def test_pfr_original_order_keeps_four_parameters():
+    assert PFRSampler(20, 11, 64, 20).params() == (20, 11, 64, 20)
+    assert get_sampler("pfr", (20, 11, 64, 20)).channels == 1
+    assert get_sampler("pfr", (20, 11, 64, 20, 1)).params() == (20, 11, 64, 20)
+
+
+def test_pfr_channels_that_do_not_fit_the_latent_are_refused():
+    q, p = _channel_major_latent(6, 50, 2, seed=1)
+    with pytest.raises(CorruptPayload):
+        PFRSampler(channels=7).encode(q, p, StreamKey(1))
+    enc = PFRSampler(channels=6).encode(q, p, StreamKey(1))
+    with pytest.raises(CorruptPayload):
+        get_sampler("pfr", (14, 16, 64, 14, 7)).decode(p, StreamKey(1), enc.payload)
+    with pytest.raises(CorruptPayload):  # 0 means "the latent's channels" and only the codec resolves it
+        PFRSampler(channels=0).encode(q, p, StreamKey(1))
+    for bad in ((14, 16, 64, 14, -1), (14, 16, 64, 14, 1 << 20), (14, 16, 64, 14, 1, 1)):
+        with pytest.raises(CorruptPayload):
+            get_sampler("pfr", bad)
