@@ -131,7 +131,7 @@ SamplerOpt = Annotated[
         "--sampler",
         "-s",
         help="Sampler pipeline: pfr (default), pfr-max, pfr-exact, pfr-v1, pfr-v0, is-gs, rs, 'L2/L1', "
-        "'pfr:20,14,64,20,0'",
+        "'pfr:22,14,64,22,0'",
     ),
 ]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).")]

@@ -38,23 +38,25 @@ __all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELI
 #: A sampler for one level: registry name and integer parameters (None = the sampler's defaults).
 SamplerSpec = tuple[str, tuple[int, ...] | None]
 
-#: PFR *truncated* at 2^14 candidates on blocks of up to 20 bits of KL. A block whose exact PFR
-#: rank would exceed 2^14 takes the best of its first 2^14 (a slightly less concentrated sample),
-#: so the coded sample is biased but costs ~1.1x KL instead of ~1.46x. On 8 Kodak images with the
-#: pln-q1..q3 shipped at 9e4e29e it saves 12.7% BD-rate (PSNR) and 8.4% (MS-SSIM) over the
-#: near-exact (12, 14, 64, 12) pipeline for ~30% more encode time (benchmarks/results/pfr_params.md).
-PFR_DEFAULT: tuple[int, ...] = (20, 14, 64, 20, 0)
-#: 2^16 candidates, blocks up to 22 bits: 1-2% better BD-rate than the default, but 2.4x its encode
+#: PFR *truncated* at 2^14 candidates on blocks of up to 22 bits of KL. A block whose exact PFR
+#: rank would exceed 2^14 takes the best of its first 2^14 (a less concentrated sample), so the coded
+#: sample is biased but costs ~1.0x KL instead of ~1.45x near-exact. History: (20, 14, 64, 20) saved
+#: 12.7% BD-rate (PSNR) / 8.4% (MS-SSIM) over near-exact (12, 14, 64, 12) on 8 Kodak images
+#: (benchmarks/results/pfr_params.md); with the adaptive coding order (fifth parameter, below)
+#: blocks fill fuller and (22, 14, 64, 22, 0) is -6.7% / -5.8% against (20, 14, 64, 20) at the same
+#: encode time, vs -5.7% / -5.0% for (20, 14, 64, 20, 0) (benchmarks/results/pfr_order.md).
+PFR_DEFAULT: tuple[int, ...] = (22, 14, 64, 22, 0)
+#: 2^16 candidates, blocks up to 22 bits: ~2% better BD-rate than the default, but 2.5x its encode
 #: time on a Kodak image and 4x on small images (the 2^16-row candidate pool is a fixed cost).
 PFR_MAX: tuple[int, ...] = (22, 16, 64, 22, 0)
 #: Near-exact samples (truncation bias within the KS/MSE tests' noise): the sampler's own defaults.
 PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14, 0)
 #: The fifth PFR parameter is the latent's channel count, 0 = "this level's", resolved per model by
 #: the Codec: the encoder then codes each level channel-major or position-major, whichever makes
-#: fewer blocks, and says which in one bit (raybb/coding/pfr.py). On 8 Kodak images with pln-q1..q4
-#: that is -5.7% BD-rate (PSNR) / -5.0% (MS-SSIM) against always channel-major, coded/KL 1.133x ->
-#: 1.101x (benchmarks/results/pfr_order.md). "pfr-v1" is the previous default (always channel-major),
-#: kept so its files stay reproducible.
+#: fewer blocks, and says which in one bit (raybb/coding/pfr.py). On 8 Kodak images with pln-q1..q4,
+#: (20, 14, 64, 20, 0) is -5.7% BD-rate (PSNR) / -5.0% (MS-SSIM) against always channel-major,
+#: coded/KL 1.133x -> 1.101x (benchmarks/results/pfr_order.md). "pfr-v1" is the previous default
+#: (20, 14, 64, 20), kept so its files stay reproducible.
 
 #: Named sampler pipelines: (level-2 sampler, level-1 sampler). "is-gs" is the seed's pipeline.
 PIPELINES: dict[str, tuple[SamplerSpec, SamplerSpec]] = {
@@ -72,7 +74,7 @@ DEFAULT_PIPELINE = "pfr"  # chosen on the Kodak rate-distortion curve and encode
 
 def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
     """A named pipeline ('pfr', 'is-gs', ...), 'A/B' (level-2 sampler A, level-1 sampler B) or 'A'
-    (both); each sampler may carry integer parameters, e.g. 'pfr:20,14,64,20,0' (checked here;
+    (both); each sampler may carry integer parameters, e.g. 'pfr:22,14,64,22,0' (checked here;
     a fifth PFR parameter of 0 codes position-major over the level's channels, see PFR_DEFAULT)."""
     spec = spec or DEFAULT_PIPELINE
     if spec in PIPELINES:
