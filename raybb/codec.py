@@ -75,7 +75,8 @@ DEFAULT_PIPELINE = "pfr"  # chosen on the Kodak rate-distortion curve and encode
 def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
     """A named pipeline ('pfr', 'is-gs', ...), 'A/B' (level-2 sampler A, level-1 sampler B) or 'A'
     (both); each sampler may carry integer parameters, e.g. 'pfr:22,14,64,22,0' (checked here;
-    a fifth PFR parameter of 0 codes position-major over the level's channels, see PFR_DEFAULT)."""
+    a fifth PFR parameter of 0 stands for the level's channel count, so the encoder may code each
+    level position-major, see PFR_DEFAULT)."""
     spec = spec or DEFAULT_PIPELINE
     if spec in PIPELINES:
         return PIPELINES[spec]
