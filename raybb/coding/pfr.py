@@ -197,9 +197,13 @@ class PFRSampler(IntParams):
         pm = self._position_major(d)
         m, s = standardize(q, p)
         kl_np = kl_bits_std(m, s).cpu().numpy()
-        use_pm = pm is not None and self._n_blocks(kl_np[pm.numpy()]) < self._n_blocks(kl_np)
-        if use_pm:
-            m, s, kl_np = m[pm.to(dev)], s[pm.to(dev)], kl_np[pm.numpy()]
+        use_pm = False
+        if pm is not None:
+            kl_pm = kl_np[pm.numpy()]
+            use_pm = self._n_blocks(kl_pm) < self._n_blocks(kl_np)
+            if use_pm:
+                pm_dev = pm.to(dev)
+                m, s, kl_np = m[pm_dev], s[pm_dev], kl_pm
         out_pos = np.flatnonzero(kl_np > self.outlier_bits)
         inl = np.flatnonzero(kl_np <= self.outlier_bits)
         w = Writer()

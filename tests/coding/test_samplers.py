@@ -142,16 +142,20 @@ def test_pfr_default_beats_previous_default_and_old_params_still_decode():
                        old.sample)
 
 
-def _channel_major_latent(channels: int, positions: int, active: int, seed: int):
-    """A (C, H*W)-flattened latent like an image's: only ``active`` channels carry KL."""
+def _structured_latent(channels: int, positions: int, seed: int, *, active_channels: int | None = None):
+    """A (C, H*W)-flattened latent like an image's. With ``active_channels`` only those channels carry
+    KL (position-major makes fewer blocks); without, every channel does at a third of the positions
+    (channel-major makes fewer blocks)."""
     g = torch.Generator().manual_seed(seed)
     d = channels * positions
-    mp = torch.randn(d, generator=g)
-    sp = torch.exp(0.3 * torch.randn(d, generator=g))
-    mq, sq = mp.clone(), sp.clone()
+    mp, sp = torch.randn(d, generator=g), torch.exp(0.3 * torch.randn(d, generator=g))
     on = torch.zeros(channels, positions, dtype=torch.bool)
-    on[torch.randperm(channels, generator=g)[:active]] = True
+    if active_channels is not None:
+        on[torch.randperm(channels, generator=g)[:active_channels]] = True
+    else:
+        on[:, torch.randperm(positions, generator=g)[: positions // 3]] = True
     on = on.reshape(-1)
+    mq, sq = mp.clone(), sp.clone()
     mq[on] += sp[on] * 1.5 * torch.randn(int(on.sum()), generator=g)
     sq[on] *= torch.exp(-1.0 - 0.7 * torch.rand(int(on.sum()), generator=g))
     return DiagGaussian(mq, sq), DiagGaussian(mp, sp)
@@ -161,26 +165,12 @@ def _transposed(g: DiagGaussian, perm: torch.Tensor) -> DiagGaussian:
     return DiagGaussian(g.mean[perm].contiguous(), g.std[perm].contiguous())
 
 
-def _spatially_structured_latent(channels: int, positions: int, seed: int):
-    """All channels active at a few positions: channel-major makes the fewer blocks here."""
-    g = torch.Generator().manual_seed(seed)
-    d = channels * positions
-    mp, sp = torch.randn(d, generator=g), torch.exp(0.3 * torch.randn(d, generator=g))
-    on = torch.zeros(channels, positions, dtype=torch.bool)
-    on[:, torch.randperm(positions, generator=g)[: positions // 3]] = True
-    on = on.reshape(-1)
-    mq, sq = mp.clone(), sp.clone()
-    mq[on] += sp[on] * 1.5 * torch.randn(int(on.sum()), generator=g)
-    sq[on] *= torch.exp(-1.0 - 0.7 * torch.rand(int(on.sum()), generator=g))
-    return DiagGaussian(mq, sq), DiagGaussian(mp, sp)
-
-
-@pytest.mark.parametrize("make", [_channel_major_latent, _spatially_structured_latent])
-def test_pfr_channels_codes_in_the_order_with_fewer_blocks(make):
+@pytest.mark.parametrize("active_channels", [4, None], ids=["channel-structured", "spatially-structured"])
+def test_pfr_channels_codes_in_the_order_with_fewer_blocks(active_channels):
     """channels=C codes exactly what channels=1 codes in the order with fewer blocks (the original
     or the (H*W, C)-transposed latent), writes which in one bit, and decodes bit-identically."""
     C, P = 12, 300
-    q, p = make(C, P, 4, seed=3) if make is _channel_major_latent else make(C, P, seed=3)
+    q, p = _structured_latent(C, P, seed=3, active_channels=active_channels)
     key = StreamKey(5, 0, 1)
     smp = PFRSampler(20, 11, 64, 20, channels=C)
     assert smp.params() == (20, 11, 64, 20, C)
@@ -189,7 +179,7 @@ def test_pfr_channels_codes_in_the_order_with_fewer_blocks(make):
     plain = PFRSampler(20, 11, 64, 20)
     given, transposed = plain.encode(q, p, key), plain.encode(_transposed(q, perm), _transposed(p, perm), key)
     want_pm = transposed.stats["n_blocks"] < given.stats["n_blocks"]
-    assert enc.stats["position_major"] == int(want_pm) == int(make is _channel_major_latent)
+    assert enc.stats["position_major"] == int(want_pm) == int(active_channels is not None)
     ref = transposed if want_pm else given
     assert enc.stats["n_blocks"] == ref.stats["n_blocks"]
     assert enc.stats["coded_bits"] <= min(given.stats["coded_bits"], transposed.stats["coded_bits"]) + 32
@@ -205,7 +195,7 @@ def test_pfr_original_order_keeps_four_parameters():
 
 
 def test_pfr_channels_that_do_not_fit_the_latent_are_refused():
-    q, p = _channel_major_latent(6, 50, 2, seed=1)
+    q, p = _structured_latent(6, 50, seed=1, active_channels=2)
     with pytest.raises(CorruptPayload):
         PFRSampler(channels=7).encode(q, p, StreamKey(1))
     enc = PFRSampler(channels=6).encode(q, p, StreamKey(1))
