@@ -309,6 +309,7 @@ def train(
     precision: Annotated[
         str, typer.Option(help="'fp32', or 'bf16' (convolutions in bfloat16, ~2x faster on AMX CPUs/GPUs).")
     ] = "fp32",
+    device: Annotated[str, typer.Option("--device", help="torch device to train on, e.g. 'cuda'.")] = "cpu",
 ) -> None:
     """Train a ladder network (the same loop Ray Train runs in `raybb sweep`)."""
     from raybb.train.loop import TrainConfig, train_to_directory
@@ -345,7 +346,8 @@ def train(
 
         try:
             train_to_directory(
-                cfg, out_dir, resume=resume, init_weights=str(init_weights) if init_weights else None, on_log=on_log
+                cfg, out_dir, resume=resume, init_weights=str(init_weights) if init_weights else None, on_log=on_log,
+                device=device,
             )
         except (ValueError, FileNotFoundError) as e:
             console.print(f"[red]error:[/red] {e}")

@@ -75,8 +75,10 @@ def kodak_like_metrics(model: LadderNetwork, images: list[torch.Tensor], sample:
     """Average theoretical bpp (KL), level-2 share and PSNR over whole images (uint8 (3,H,W))."""
     bits = bits2 = mse_sum = px = 0.0
     psnrs = []
+    dev = next(model.parameters()).device  # validation runs where the model trains (CPU or GPU)
     with torch.no_grad():
         for img in images:
+            img = img.to(dev)
             x = img.float().div(255.0)[None]
             xp, (h, w) = pad_to_stride(x)
             out = model(xp, sample=sample)
@@ -308,15 +310,17 @@ def train_to_directory(
     resume: bool = True,
     init_weights: str | None = None,
     on_log: Callable[[dict], None] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
     """``raybb train``: train into ``out_dir`` (checkpoint/, metrics.jsonl, config.json), resuming
     from ``out_dir/checkpoint`` when it exists. Checkpoints are written to a temporary directory and
-    renamed, so an interrupted save never leaves a half checkpoint behind."""
+    renamed, so an interrupted save never leaves a half checkpoint behind. ``device`` (e.g. "cuda")
+    only moves the work: checkpoints are written from CPU tensors either way."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     _recover_interrupted_save(ckpt, out / "checkpoint.old")
-    loop = TrainingLoop(cfg, init_weights=None if (resume and ckpt.exists()) else init_weights)
+    loop = TrainingLoop(cfg, init_weights=None if (resume and ckpt.exists()) else init_weights, device=device)
     if resume and ckpt.exists():
         loop.load_checkpoint(ckpt)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
