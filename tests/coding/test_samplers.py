@@ -206,3 +206,17 @@ def test_pfr_channels_that_do_not_fit_the_latent_are_refused():
     for bad in ((14, 16, 64, 14, -1), (14, 16, 64, 14, 1 << 20), (14, 16, 64, 14, 1, 1)):
         with pytest.raises(CorruptPayload):
             get_sampler("pfr", bad)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(SMALL))
+def test_payload_encoded_on_cuda_decodes_to_the_same_floats_on_cpu(name, pair):
+    """The bitstream, not the machine, fixes the sample (benchmarks/coding.py --device cuda checks
+    the same on 200k-dim latents)."""
+    q, p = pair
+    on_gpu = (DiagGaussian(q.mean.cuda(), q.std.cuda()), DiagGaussian(p.mean.cuda(), p.std.cuda()))
+    key = StreamKey(seed=7, image=1, level=1)
+    enc = SMALL[name].encode(*on_gpu, key)
+    assert enc.sample.is_cuda
+    assert torch.equal(SMALL[name].decode(p, key, enc.payload), enc.sample.cpu())
