@@ -93,7 +93,8 @@ def render(res: dict, note: str = "") -> str:
         out.append(f"| {r['image']} | {r['model']} | {r['bytes_gpu']} / {r['bytes_cpu']} | "
                    f"{'yes' if r['same_bytes'] else 'no'} | {np.median(r['gpu_encode_s']):.3f} | "
                    f"{np.median(r['gpu_decode_s']):.3f} | {r['cpu16_encode_s']:.2f} | {r['cpu16_decode_s']:.2f} | "
-                   f"max {a['max_abs']}, {100 * a['frac_px_diff']:.2f}% | max {b['max_abs']}, {100 * b['frac_px_diff']:.2f}% |")
+                   f"max {a['max_abs']}, {100 * a['frac_px_diff']:.2f}% | "
+                   f"max {b['max_abs']}, {100 * b['frac_px_diff']:.2f}% |")
     return "\n".join(out) + "\n"
 
 

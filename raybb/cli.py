@@ -134,7 +134,26 @@ SamplerOpt = Annotated[
         "'pfr:22,14,64,22,0'",
     ),
 ]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).")]
+
+
+def _check_device(device: str | None) -> str | None:
+    """A usage error, not a traceback, for a device torch cannot use on this machine."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise typer.BadParameter(f"unknown torch device {device!r} (e.g. cpu, cuda, cuda:1)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"{device!r}: no CUDA device is available on this machine")
+    return device
+
+
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", help="torch device (default: cpu).", callback=_check_device)
+]
 
 
 def _load(model: str | None, quality: int | None, sampler: str | None, device: str | None):
@@ -309,7 +328,9 @@ def train(
     precision: Annotated[
         str, typer.Option(help="'fp32', or 'bf16' (convolutions in bfloat16, ~2x faster on AMX CPUs/GPUs).")
     ] = "fp32",
-    device: Annotated[str, typer.Option("--device", help="torch device to train on, e.g. 'cuda'.")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="torch device to train on, e.g. 'cuda'.", callback=_check_device)
+    ] = "cpu",
 ) -> None:
     """Train a ladder network (the same loop Ray Train runs in `raybb sweep`)."""
     from raybb.train.loop import TrainConfig, train_to_directory

@@ -96,6 +96,19 @@ def test_exit_codes(images, tmp_path, models_dir):
     assert r.exit_code == EXIT_USAGE
 
 
+def test_unusable_device_is_a_usage_error(images, tmp_path):
+    import torch
+
+    bad = ["nonsense"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        for cmd in (["compress", str(images), "-o", str(tmp_path / "o"), "--model", str(TINY)],
+                    ["train", "--out", str(tmp_path / "run"), "--steps", "1"]):
+            r = runner.invoke(app, [*cmd, "--device", device])
+            assert r.exit_code == EXIT_USAGE, (cmd[0], device, r.output)
+            assert "--device" in r.output
+    assert not (tmp_path / "o").exists() and not (tmp_path / "run").exists()
+
+
 def test_models_lists_user_registry(models_dir):
     r = runner.invoke(app, ["models", "--json"])
     assert r.exit_code == 0, r.output
