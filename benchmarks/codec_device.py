@@ -1,6 +1,6 @@
 """The image codec on an accelerator: encode/decode times, and whether CPU and GPU decode alike.
 
-    python benchmarks/codec_device.py IMAGE [IMAGE ...] --device cuda [--models M ...]   # -> results/codec_device_cuda.*
+    python benchmarks/codec_device.py IMAGE [IMAGE ...] --device cuda [--models M ...]  # -> codec_device_cuda.*
     python benchmarks/codec_device.py --render results/codec_device_cuda.json   # rewrite the .md only
 
 For each image and model: three timed GPU compressions (the first includes warm-up) and
