@@ -15,18 +15,19 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import platform
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raybb.imageio import decode_image  # noqa: E402
+from raybb.metrics import psnr  # noqa: E402
 from raybb.model.ladder import pad_to_stride  # noqa: E402
 from raybb.model.weights import load_weights  # noqa: E402
 from raybb.registry import resolve_model  # noqa: E402
@@ -35,18 +36,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
 
 
-def psnr(a: torch.Tensor, x: torch.Tensor) -> float:
-    """PSNR of the 8-bit rounded reconstruction, as the codec would write it."""
-    return 10 * math.log10(1 / ((a.clamp(0, 1) * 255).round().div(255) - x).pow(2).mean().item())
+def to_uint8(x_hat: torch.Tensor) -> np.ndarray:
+    """The 8-bit image the codec would write (same rounding as ``Codec``)."""
+    return x_hat[0].clamp(0, 1).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
-def probe(model, x: torch.Tensor, steps: int) -> tuple[float, float]:
+def probe(model, rgb: np.ndarray, steps: int) -> tuple[float, float]:
+    x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None]
     xp, (h, w) = pad_to_stride(x)
     with torch.no_grad():
         bu = model.bottom_up(xp)
         q2 = model.posterior2(bu)
         q1 = model.posterior1(bu, model.prior1(q2.mean))
-        start = psnr(model.synthesize(q1.mean)[..., :h, :w], x)
+        start = psnr(rgb, to_uint8(model.synthesize(q1.mean)[..., :h, :w]))
     z = q1.mean.clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=0.02)
     for _ in range(steps):
@@ -55,7 +57,7 @@ def probe(model, x: torch.Tensor, steps: int) -> tuple[float, float]:
         loss.backward()
         opt.step()
     with torch.no_grad():
-        return start, psnr(model.synthesize(z)[..., :h, :w], x)
+        return start, psnr(rgb, to_uint8(model.synthesize(z)[..., :h, :w]))
 
 
 def main(argv=None) -> int:
@@ -73,9 +75,7 @@ def main(argv=None) -> int:
     for name in args.models:
         model = load_weights(resolve_model(name)).model.eval().requires_grad_(False)
         for f in files:
-            rgb = decode_image(f.read_bytes())
-            x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).float().div(255)[None]
-            start, best = probe(model, x, args.steps)
+            start, best = probe(model, decode_image(f.read_bytes()), args.steps)
             rows.append({"model": name, "image": f.name, "posterior_mean_psnr": start, "free_latent_psnr": best})
             print(f"{name} {f.name}: posterior mean {start:.2f} dB, free latents {best:.2f} dB", flush=True)
     info = {"date": datetime.date.today().isoformat(), "platform": platform.platform(), "torch": torch.__version__,

@@ -55,9 +55,8 @@ PFR_MAX: tuple[int, ...] = (22, 16, 64, 22, 0)
 PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14, 0)
 #: The fifth PFR parameter is the latent's channel count, 0 = "this level's", resolved per model by
 #: the Codec: the encoder then codes each level channel-major or position-major, whichever makes
-#: fewer blocks, and says which in one bit (raybb/coding/pfr.py). On 8 Kodak images with pln-q1..q4,
-#: (20, 14, 64, 20, 0) is -5.7% BD-rate (PSNR) / -5.0% (MS-SSIM) against always channel-major,
-#: coded/KL 1.133x -> 1.101x (benchmarks/results/pfr_order.md). "pfr-v1" is the previous default
+#: fewer blocks, and says which in one bit (raybb/coding/pfr.py; measured gain: see PFR_DEFAULT and
+#: benchmarks/results/pfr_order.md). "pfr-v1" is the previous default
 #: (20, 14, 64, 20), kept so its files stay reproducible.
 
 #: Named sampler pipelines: (level-2 sampler, level-1 sampler). "is-gs" is the seed's pipeline.
