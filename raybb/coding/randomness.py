@@ -75,14 +75,28 @@ def mix32(x: torch.Tensor) -> torch.Tensor:
 
 
 def triple32(x: torch.Tensor) -> torch.Tensor:
-    """triple32 on int32 tensors (better avalanche than lowbias32; used as the output stage)."""
-    x = x ^ _srl(x, 17)
-    x = x * _s32(0xED5AD4BB)
-    x = x ^ _srl(x, 11)
-    x = x * _s32(0xAC4C1B51)
-    x = x ^ _srl(x, 15)
-    x = x * _s32(0x31848BAB)
-    return x ^ _srl(x, 14)
+    """triple32 on int32 tensors (better avalanche than lowbias32; used as the output stage).
+
+    Works on a copy of ``x``; see :func:`_triple32_`."""
+    return _triple32_(x.clone(memory_format=torch.contiguous_format))
+
+
+def _triple32_(x: torch.Tensor) -> torch.Tensor:
+    """triple32 in place on a contiguous int32 tensor the caller owns, with one scratch buffer:
+    the same integer ops as :func:`py_triple32` without a new tensor per step (that allocation
+    traffic was most of the cost of generating a candidate pool)."""
+    tmp = torch.empty_like(x)
+    for shift, mul in ((17, 0xED5AD4BB), (11, 0xAC4C1B51), (15, 0x31848BAB)):
+        _xor_srl_(x, shift, tmp)
+        x.mul_(_s32(mul))
+    return _xor_srl_(x, 14, tmp)
+
+
+def _xor_srl_(x: torch.Tensor, n: int, tmp: torch.Tensor) -> torch.Tensor:
+    """x ^= x >>> n (logical shift), in place, using ``tmp`` as scratch."""
+    torch.bitwise_right_shift(x, n, out=tmp)
+    tmp.bitwise_and_((1 << (32 - n)) - 1)
+    return x.bitwise_xor_(tmp)
 
 
 def py_mix32(x: int) -> int:
@@ -138,7 +152,7 @@ def raw_bits32(k: int, stream: torch.Tensor, counter: torch.Tensor) -> torch.Ten
     kb = mix32(ka ^ _s32(0x5BD1E995))
     if counter.dtype != torch.int32:
         counter = _to_i32(counter)
-    return triple32((ka ^ counter) + kb)
+    return _triple32_(((ka ^ counter) + kb).contiguous())
 
 
 def raw_bits(k: int, stream: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
@@ -193,8 +207,9 @@ def normal_from_bits(bits: torch.Tensor) -> torch.Tensor:
         bits = _to_i32(bits)
     idx = _srl(bits, _TABLE_BITS)
     f = (bits & (_TABLE_N - 1)).to(torch.float32).add_(0.5).mul_(2.0**-_TABLE_BITS)
-    prod = torch.mul(d[idx], f)
-    return torch.add(t[idx], prod)
+    flat = idx.reshape(-1)
+    prod = torch.index_select(d, 0, flat).view(idx.shape).mul_(f)  # separate multiply and add: no FMA
+    return torch.index_select(t, 0, flat).view(idx.shape).add_(prod)
 
 
 def normal(k: int, stream: torch.Tensor, counter: torch.Tensor) -> torch.Tensor:
