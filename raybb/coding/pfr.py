@@ -25,7 +25,9 @@ rows.  Measured (tests/coding/test_exactness.py, benchmark): marginals pass KS t
 blocks' noise correlation is ~0, but averages over many near-identical low-KL blocks fluctuate
 more than for independent samples.  Log-weights are a quadratic form, log w = a.x^2 + b.x + c
 per dim, so all blocks are scored with one matrix product [P^2, P] (N x 2W) @ [A; B] (2W x
-blocks).  The decoder only regenerates the d entries of the selected pool row per block.
+blocks), and only the few candidates whose log-weight could still beat their block's best get an
+exact score (the encoder's search; the format does not depend on it).  The decoder only
+regenerates the d entries of the selected pool row per block.
 
 Coding order (``channels``): an image latent arrives flattened channel-major (C, H, W): a run of
 64 dims is 64 positions of one channel, and some channels are (nearly) inactive.  Coded
@@ -77,6 +79,8 @@ __all__ = ["PFRSampler"]
 
 _POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
 _K0 = 128  # ranks with per-block arrival times
+_SLACK = 1e-5  # relative slack on the search bounds, far above float32 rounding of the scores
+_CHUNK_ELEMS = 1 << 22  # (blocks x pool rows) log-weights scored per GEMM
 
 
 _MIN_CLASS = 8  # narrowest column class
@@ -262,8 +266,12 @@ class PFRSampler(IntParams):
         c = -torch.log(si) - 0.5 * mi * mi * inv
         cb64 = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, bo, c)
         cb = cb64.to(torch.float32)
-        pool = rnd.normal(keys[_POOL], torch.tensor(w, device=dev),
-                          torch.arange(n * w, device=dev, dtype=torch.int32)).view(n, w)
+        # the pool is generated column-major, (W, N): pool_t[c, r] is row r, column c (the same
+        # counter-based values); the scoring GEMM wants pool rows as its contiguous dimension
+        cells = (torch.arange(n, device=dev, dtype=torch.int32)[None, :] * w
+                 + torch.arange(w, device=dev, dtype=torch.int32)[:, None])
+        pool_t = rnd.normal(keys[_POOL], torch.tensor(w, device=dev), cells)
+        del cells
         roff = lay.row_off
         # ranks < k0: explicit per-block scores with the block's own arrival times
         best = torch.full((nb,), float("inf"), device=dev)
@@ -272,7 +280,7 @@ class PFRSampler(IntParams):
         for i0 in range(0, k0, per):
             ii = torch.arange(i0, min(k0, i0 + per), device=dev)
             rows = (ii[:, None] + roff[bo][None, :]) & (n - 1)
-            x = pool[rows, lay.col[None, :]]
+            x = pool_t[lay.col[None, :], rows]
             lw = torch.zeros(len(ii), nb, device=dev).index_add_(1, bo, a * x * x + b * x) + cb
             score = torch.log(t_own[i0:i0 + len(ii)]).to(torch.float32) - lw
             val, arg = score.min(0)
@@ -287,7 +295,7 @@ class PFRSampler(IntParams):
             inc = torch.where(torch.arange(n, device=dev) < k0, torch.full_like(inc, float("inf")),
                               inc - inc[k0 - 1]).to(torch.float32)
             t_k0 = t_own[k0 - 1].to(torch.float32)
-            sq = pool * pool
+            sq_t = pool_t * pool_t
             nmask = n - 1
             # Exact pruning: a block whose best score so far beats log(T_k0) - sup log w cannot be
             # improved by later ranks (T only grows; sup over the pool's value range [-X, X]).
@@ -312,14 +320,18 @@ class PFRSampler(IntParams):
                 coef_t = torch.zeros(nbc, 2 * wc, dtype=torch.float32, device=dev)
                 coef_t[local, lay.col[dsel]] = a[dsel]
                 coef_t[local, wc + lay.col[dsel]] = b[dsel]
-                feats_t = torch.cat([sq[:, :wc], pool[:, :wc]], 1).T.contiguous()  # (2W, N)
+                feats_t = torch.cat([sq_t[:wc], pool_t[:wc]], 0)  # (2W, N)
                 roff = lay.row_off[bsel]
                 cbc, tk = cb[bsel][:, None], t_k0[bsel][:, None]
-                rows_per = max(64, min(n, (1 << 22) // max(nbc, 1)))
-                # block b's arrival at pool row r is inc[(r - r_b) mod N]: for a chunk of rows that
-                # is a contiguous window of the doubled table, fetched as a strided view (no
-                # per-element index arithmetic).
-                win = torch.cat([inc, inc]).unfold(0, rows_per, 1)
+                rows_per = max(64, min(n, _CHUNK_ELEMS // max(nbc, 1)))
+                # Block b's arrival at pool row r is t_k0[b] + inc[(r - r_b) mod N]: over a chunk of
+                # rows that is a window of consecutive ranks, so T is smallest at the window start.
+                # Per chunk: one GEMM for the log-weights, one max-reduction per block, and exact
+                # scores only for candidates whose log-weight clears log(T_window_start) - best (no
+                # candidate below that bound can win: T only grows within the window).  Candidates
+                # that can win get the same float32 arithmetic as a dense scan, so the ranks (and
+                # bytes) are those of scoring every candidate; it is the elementwise passes over all
+                # (block, row) pairs that this avoids (tests/coding/test_pfr_search.py).
                 inc_lb = torch.where(torch.isinf(inc), torch.zeros_like(inc), inc)
                 ubc = ub[bsel].to(torch.float32)
                 bst = best[bsel].clone()
@@ -327,21 +339,34 @@ class PFRSampler(IntParams):
                 for r0 in range(0, n, rows_per):
                     r1 = min(n, r0 + rows_per)
                     start = (r0 - roff) & nmask
-                    # exact chunk pruning: min T in the block's rank window is >= t_k0 (+ inc at the
-                    # window start when it does not wrap), and log w <= ub
                     t_lb = tk[:, 0] + torch.where(start + (r1 - r0) <= n, inc_lb[start], torch.zeros_like(tk[:, 0]))
-                    act = torch.nonzero(torch.log(t_lb) - ubc < bst).flatten()
+                    log_tlb = torch.log(t_lb)
+                    act = torch.nonzero(log_tlb - ubc < bst).flatten()
                     if act.numel() == 0:
                         continue
-                    lw = torch.addmm(cbc[act], coef_t[act], feats_t[:, r0:r1])  # (blocks, rows)
-                    t = win[start[act]][:, : r1 - r0]
-                    t += tk[act]
-                    score = torch.log_(t).sub_(lw)
-                    val, arg = score.min(1)
-                    better = val < bst[act]
-                    upd = act[better]
-                    bst[upd] = val[better]
-                    brk[upd] = (arg[better] + r0 - roff[upd]) & nmask
+                    if act.numel() == nbc:  # usual case: no copies of the coefficients
+                        lw = torch.addmm(cbc, coef_t, feats_t[:, r0:r1])  # (blocks, rows)
+                    else:
+                        lw = torch.addmm(cbc[act], coef_t[act], feats_t[:, r0:r1])
+                    thr = log_tlb[act] - bst[act]
+                    thr = thr - _SLACK * (1.0 + thr.abs())  # float slack: keep the bound conservative
+                    hit = torch.nonzero(torch.amax(lw, 1) > thr).flatten()
+                    if hit.numel() == 0:
+                        continue
+                    sub = lw[hit]
+                    bi, ci = torch.nonzero(sub > thr[hit][:, None], as_tuple=True)
+                    blk = act[hit[bi]]  # index (within this class) of each surviving candidate's block
+                    t = inc[(start[blk] + ci) & nmask] + tk[blk, 0]
+                    score = torch.log(t) - sub[bi, ci]
+                    vmin = torch.full((nbc,), float("inf"), device=dev).scatter_reduce_(
+                        0, blk, score, "amin", include_self=True)
+                    # first (lowest row) candidate among equal minima, as a dense scan would pick
+                    at_min = score == vmin[blk]
+                    big = torch.full((nbc,), r1 - r0, dtype=torch.int64, device=dev)
+                    cmin = big.scatter_reduce(0, blk[at_min], ci[at_min], "amin", include_self=True)
+                    upd = torch.nonzero((vmin < bst) & (cmin < r1 - r0)).flatten()
+                    bst[upd] = vmin[upd]
+                    brk[upd] = (cmin[upd] + r0 - roff[upd]) & nmask
                 best[bsel], best_rank[bsel] = bst, brk
         ranks[:] = best_rank.cpu().numpy()
         return ranks
