@@ -25,6 +25,12 @@ def test_round_trip_equals_encoder_reconstruction(tiny_codec, photo):
     assert res.kl_bits > 0 and np.isfinite(res.psnr)
 
 
+def test_compress_writes_the_same_bytes_as_compress_with_stats(tiny_codec, photo):
+    """compress() skips the reconstruction and metrics, never the coding (default seed too)."""
+    assert tiny_codec.compress(photo, seed=5) == tiny_codec.compress_with_stats(photo, seed=5).data
+    assert tiny_codec.compress(photo) == tiny_codec.compress_with_stats(photo).data
+
+
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_every_sampler_round_trips(tiny_weights, photo, sampler):
     codec = Codec(load_weights(tiny_weights), sampler)
