@@ -45,7 +45,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 LOWKL = 8.0  # excess_nll / ks use dims with KL <= 8 bits: coded in-block by every sampler
 
 
-def machine(device: str = "cpu") -> dict:
+def machine(device: str = "cpu", note: str | None = None) -> dict:
+    """Where and when the numbers were taken; ``note`` says what else ran on the machine."""
     cpu = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -57,10 +58,9 @@ def machine(device: str = "cpu") -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "device": device_name(device),
-            "date": datetime.date(2026, 11, 26).isoformat(),
+            "date": datetime.date.today().isoformat(),
             "loadavg_start": os.getloadavg()[0],
-            "note": "2 CPU cores shared with ~5 engineers and a model-training run: timings are "
-                    "under heavy contention (see loadavg) and are upper bounds"}
+            "note": note or "nothing else of ours ran on the machine (see the load average)"}
 
 
 def device_name(device: str) -> str:
@@ -175,7 +175,8 @@ def fit_table() -> None:
     print(f"wrote table id {t.table_id}")
 
 
-def timing(repeats: int, device: str = "cpu", configs: list[str] | None = None, out_stem: str | None = None) -> int:
+def timing(repeats: int, device: str = "cpu", configs: list[str] | None = None, out_stem: str | None = None,
+           note: str | None = None) -> int:
     """Repeated timing of the default sampler (or ``configs``) at the issue's target point.
 
     On a GPU the first run includes warm-up (kernel loading); min and median are over all runs.
@@ -184,8 +185,8 @@ def timing(repeats: int, device: str = "cpu", configs: list[str] | None = None, 
     """
     from raybb.coding import DEFAULT_SAMPLER
 
-    info = machine(device)
-    if device != "cpu":
+    info = machine(device, note)
+    if device != "cpu" and not note:
         info["note"] = "GPU timings (sampler work on the GPU; block partition and entropy coding on the host CPU)"
     q_cpu, p_cpu = make_pair(200_000, 200_000, seed=207)
     q, p = to_device(q_cpu, device), to_device(p_cpu, device)
@@ -338,6 +339,7 @@ def main(argv=None) -> int:
     ap.add_argument("--real-model", metavar="PATH", help="measure on real Kodak latents of this model file")
     ap.add_argument("--images", type=int, default=3, help="Kodak images for --real-model")
     ap.add_argument("--device", default="cpu", help="torch device for --timing, e.g. cuda")
+    ap.add_argument("--note", help="what else ran on the machine during the run (goes into the results)")
     ap.add_argument("--configs", nargs="+", metavar="NAME:P1,P2,...",
                     help="only these samplers (e.g. pfr:22,16,64,22) on 200k dims / 200k bits -> coding_configs.*")
     args = ap.parse_args(argv)
@@ -348,7 +350,7 @@ def main(argv=None) -> int:
         fit_table()
         return 0
     if args.timing:
-        return timing(args.timing, args.device, args.configs)
+        return timing(args.timing, args.device, args.configs, note=args.note)
     dims, kls, main_cfgs, sweep_kl, sweep, seed_kls = plan(args.quick)
     stem = "coding_quick" if args.quick else "coding"
     if args.configs:
@@ -356,7 +358,7 @@ def main(argv=None) -> int:
         kls, sweep = [200_000], []
         seed_kls = kls
         main_cfgs = [parse_pipeline(c)[0] for c in args.configs]  # "pfr:22,16,64,22" -> ("pfr", (22, ...))
-    info = machine()
+    info = machine(note=args.note)
     info["dims"] = dims
     rows = []
 
