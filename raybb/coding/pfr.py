@@ -273,20 +273,22 @@ class PFRSampler(IntParams):
         pool_t = rnd.normal(keys[_POOL], torch.tensor(w, device=dev), cells)
         del cells
         roff = lay.row_off
-        # ranks < k0: explicit per-block scores with the block's own arrival times
-        best = torch.full((nb,), float("inf"), device=dev)
-        best_rank = torch.zeros(nb, dtype=torch.int64, device=dev)
-        per = max(1, (1 << 22) // max(len(lay.inl), 1))
-        for i0 in range(0, k0, per):
-            ii = torch.arange(i0, min(k0, i0 + per), device=dev)
-            rows = (ii[:, None] + roff[bo][None, :]) & (n - 1)
-            x = pool_t[lay.col[None, :], rows]
-            lw = torch.zeros(len(ii), nb, device=dev).index_add_(1, bo, a * x * x + b * x) + cb
-            score = torch.log(t_own[i0:i0 + len(ii)]).to(torch.float32) - lw
-            val, arg = score.min(0)
-            better = val < best
-            best = torch.where(better, val, best)
-            best_rank = torch.where(better, arg + i0, best_rank)
+        # ranks < k0: explicit per-block scores with the block's own arrival times.  Block b's
+        # first k0 candidates are the k0 pool rows from r_b on (wrapping): with the pool's first
+        # k0 rows appended, every dim reads one contiguous run of k0 values.
+        runs = torch.cat([pool_t, pool_t[:, :k0]], 1).reshape(-1).unfold(0, k0, 1)
+        base = lay.col * (n + k0) + roff[bo]
+        lw = torch.zeros(nb, k0, device=dev)
+        per = max(1, _CHUNK_ELEMS // k0)
+        for j0 in range(0, len(lay.inl), per):  # bounded memory
+            x = runs[base[j0:j0 + per]]  # (dims, k0)
+            lw.index_add_(0, bo[j0:j0 + per], a[j0:j0 + per, None] * x * x + b[j0:j0 + per, None] * x)
+        del runs
+        score = torch.log(t_own).to(torch.float32).T - (lw + cb[:, None])
+        val, arg = score.min(1)
+        better = val < float("inf")
+        best = torch.where(better, val, torch.full_like(val, float("inf")))
+        best_rank = torch.where(better, arg, torch.zeros_like(arg))
         if n > k0:
             # ranks >= k0: T = T_own[k0-1] + shared increments; one GEMM per column class
             us = rnd.uniform(keys[_ARRIVAL], torch.tensor(1 << 40, device=dev),
