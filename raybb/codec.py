@@ -50,7 +50,7 @@ SamplerSpec = tuple[str, tuple[int, ...] | None]
 #: encode time, vs -5.7% / -5.0% for (20, 14, 64, 20, 0) (benchmarks/results/pfr_order.md).
 PFR_DEFAULT: tuple[int, ...] = (22, 14, 64, 22, 0)
 #: 2^16 candidates, blocks up to 24 bits: -2.3% BD-rate (PSNR) / -2.9% (MS-SSIM) against the
-#: default with the family shipped at 41c5427, for ~2x its encode time (8 Kodak images,
+#: default with the family shipped at 41c5427, for 2-3x its encode time (8 Kodak images,
 #: benchmarks/results/pfr_family.md). It replaced (22, 16, 64, 22, 0) (-1.0% / -2.1%, same time)
 #: on 2026-11-29; 2^17 and 2^18 candidates bought no more PSNR (same table).
 PFR_MAX: tuple[int, ...] = (24, 16, 64, 24, 0)
