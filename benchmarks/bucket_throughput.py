@@ -417,6 +417,11 @@ def write_results(res: dict) -> None:
         lines += [
             "## Driver memory vs. number of images (8x8 PNGs, 2 workers, shard 16, null stand-in codec)",
             "",
+        ]
+        dmm = res.get("machine_driver_memory", m)
+        if (dmm.get("date"), dmm.get("cpu")) != (m.get("date"), m.get("cpu")):  # kept from an earlier run
+            lines += [f"Measured {dmm.get('date')} on {dmm.get('cpu')} (this part was not re-run since).", ""]
+        lines += [
             "| images | wall s | RSS after ray.init MiB | RSS while shards complete MiB (min-max) "
             "| peak RSS incl. final manifest compaction MiB |",
             "|---|---|---|---|---|",
