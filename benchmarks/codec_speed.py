@@ -14,10 +14,8 @@ this measures speed.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,20 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raybb import load_codec  # noqa: E402
+from raybb.evaluation import machine_info  # noqa: E402
 from raybb.imageio import load_image  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 KODAK = os.environ.get("RAYBB_KODAK", str(ROOT.parent / "shared" / "datasets" / "kodak"))
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:
@@ -67,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS / "codec_speed_cpu"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    info = {"cpu": _cpu(), "cores": os.cpu_count(), "threads": a.threads, "torch": torch.__version__,
-            "python": platform.python_version(), "date": datetime.date.today().isoformat(),
-            "note": a.note, "loadavg_start": os.getloadavg()[0]}
+    mi = machine_info()
+    info = {"cpu": mi["cpu"], "cores": os.cpu_count(), "threads": a.threads, "torch": mi["torch"],
+            "python": mi["python"], "date": mi["date"], "note": a.note, "loadavg_start": os.getloadavg()[0]}
     xs = {n: load_image(Path(a.kodak) / f"kodim{n}.png") for n in a.images}
     rows = []
     for pipe in a.pipelines:
@@ -80,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
                 dec_s, _ = _median_time(lambda: codec.decompress(data), a.repeats)  # noqa: B023
                 mp = x.shape[0] * x.shape[1] / 1e6
                 row = {"pipeline": pipe, "params": str(tuple(codec.samplers[1].params())), "model": m,
-                       "image": f"kodim{n}", "bytes": len(data), "encode_s": enc_s, "decode_s": dec_s,
+                       "image": f"kodim{n}", "megapixels": mp, "bytes": len(data), "encode_s": enc_s, "decode_s": dec_s,
                        "encode_mp_s": mp / enc_s, "decode_mp_s": mp / dec_s}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     info["loadavg_end"] = os.getloadavg()[0]
     out = Path(a.out)
     out.with_suffix(".json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    lines = [f"# raybb codec speed on the CPU ({len(xs)} Kodak images, 768x512)", "",
+    lines = [f"# raybb codec speed on the CPU ({len(xs)} Kodak images)", "",
              f"{info['cpu']}, {info['cores']} cores, {a.threads} torch threads, torch {info['torch']}, Python "
              f"{info['python']}, {info['date']}. {info['note']}; load average {info['loadavg_start']:.1f} -> "
              f"{info['loadavg_end']:.1f}. Median of {a.repeats} runs after a warm-up; `Codec.compress` "
@@ -99,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             rs = [r for r in rows if r["pipeline"] == pipe and r["model"] == m]
             enc = statistics.mean(r["encode_s"] for r in rs)
             dec = statistics.mean(r["decode_s"] for r in rs)
-            mp = 768 * 512 / 1e6
+            mp = statistics.mean(r["megapixels"] for r in rs)
             lines.append(f"| {pipe} `{rs[0]['params']}` | {m} | {statistics.mean(r['bytes'] for r in rs):.0f} | "
                          f"{enc:.3f} | {dec:.3f} | {mp / enc:.2f} | {mp / dec:.2f} |")
     text = "\n".join(lines) + "\n"
