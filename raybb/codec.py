@@ -330,7 +330,7 @@ class Codec:
     @_in_float32
     def compress(self, image, *, seed: int | None = None) -> bytes:
         """The bitstream only: skips the reconstruction and quality metrics of :meth:`compress_with_stats`
-        (about a quarter of the encode time on a Kodak image)."""
+        (a third of the encode time on a Kodak image)."""
         return self._encode(image, seed).data
 
     # -- decode ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@ from raybb.coding import StreamKey
 from raybb.coding import pfr as pfr_mod
 from raybb.coding import randomness as rnd
 from raybb.coding.base import kl_bits_std, standardize
+from raybb.coding.blocks import tree_split
+from raybb.coding.entropy import Writer
 from raybb.coding.synthetic import make_pair
 
 
@@ -51,9 +53,6 @@ def test_pruned_search_finds_the_argmin_of_every_block(monkeypatch, params, chun
     keys = smp._keys(StreamKey(3, 1, 1))
     m, s = standardize(q, p)
     kl = kl_bits_std(m, s).numpy()
-    from raybb.coding.blocks import tree_split
-    from raybb.coding.entropy import Writer
-
     inl = np.flatnonzero(kl <= smp.outlier_bits)
     sizes, _ = tree_split(kl[inl], smp.max_dims, smp.budget_bits, Writer())
     lay = pfr_mod._Layout(inl, sizes, smp.log2_candidates, smp.pool_width, keys, m.device)
