@@ -298,6 +298,7 @@ class PFRSampler(IntParams):
                               inc - inc[k0 - 1]).to(torch.float32)
             t_k0 = t_own[k0 - 1].to(torch.float32)
             sq_t = pool_t * pool_t
+            inc_lb = torch.where(torch.isinf(inc), torch.zeros_like(inc), inc)  # T lower bounds per rank
             nmask = n - 1
             # Exact pruning: a block whose best score so far beats log(T_k0) - sup log w cannot be
             # improved by later ranks (T only grows; sup over the pool's value range [-X, X]).
@@ -334,7 +335,6 @@ class PFRSampler(IntParams):
                 # that can win get the same float32 arithmetic as a dense scan, so the ranks (and
                 # bytes) are those of scoring every candidate; it is the elementwise passes over all
                 # (block, row) pairs that this avoids (tests/coding/test_pfr_search.py).
-                inc_lb = torch.where(torch.isinf(inc), torch.zeros_like(inc), inc)
                 ubc = ub[bsel].to(torch.float32)
                 bst = best[bsel].clone()
                 brk = best_rank[bsel].clone()
