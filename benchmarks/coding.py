@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/coding.py            # full run (~200k dims, KL 20k..500k bits)
     .venv/bin/python benchmarks/coding.py --quick    # small smoke run (~1 min)
     .venv/bin/python benchmarks/coding.py --fit-rejection-table   # refit raybb/coding/rejection_table.json
-    .venv/bin/python benchmarks/coding.py --real-model /tmp/coding_model.safetensors [--images 3]
+    .venv/bin/python benchmarks/coding.py --real-model pln-q3 [--images 3] [--stem coding_real_q3]
         # real latents: bottom_up -> posterior2 -> code level 2 -> prior1(z2) -> posterior1 -> code level 1
+    .venv/bin/python benchmarks/coding.py --configs pfr:25,16,64,25 --latent-seeds 5 --stem coding_targets
+        # chosen samplers on 200k dims / 200k bits, on 5 synthetic latents
 
 For each (sampler, params, total KL): coded bits / KL bits, encode / decode seconds, and fidelity
 against exact samples:
@@ -118,23 +120,31 @@ def exact_row(q, p, kl_total) -> dict:
     return row
 
 
+#: pfr points that matter (budget, log2 N, max dims, outlier bits): the library default (25, 16, 64, 25),
+#: truncated, <= 1.05x KL (raybb/coding/README.md, "targets"); the codec's default; near-exact
+PFR_POINTS = [("pfr", None), ("pfr", (22, 14, 64, 22)), ("pfr", (14, 16, 64, 14))]
+SEED_SAMPLERS = [("rejection", None), ("greedy", (6, 16, 64)), ("importance", (8, 64, 8))]
+
+
 def plan(quick: bool):
     if quick:
         dims, kls = 20000, [2000, 20000]
-        main = [("pfr", None), ("rejection", None), ("greedy", (6, 16, 64)), ("importance", (8, 64, 8))]
+        main = PFR_POINTS[:1] + SEED_SAMPLERS
         sweep_kl = 20000
         sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (12, 14, 64, 12)), ("pfr", (16, 16, 64, 16))]
         return dims, kls, main, sweep_kl, sweep, kls
     dims = 200_000
     kls = [20_000, 50_000, 100_000, 200_000, 500_000]
-    main = [("pfr", None), ("rejection", None), ("greedy", (6, 16, 64)), ("importance", (8, 64, 8))]
+    main = PFR_POINTS + SEED_SAMPLERS
     seed_kls = [20_000, 200_000]
     sweep_kl = 200_000
-    # (12, 14, 64, 12) is the previous default; (16, 14, ...) shows the bias of truncating at N < 2**budget
-    sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (10, 12, 64, 10)), ("pfr", (12, 13, 64, 12)),
-             ("pfr", (12, 14, 64, 12)), ("pfr", (12, 15, 64, 12)), ("pfr", (14, 15, 64, 14)),
-             ("pfr", (16, 14, 64, 16)), ("pfr", (16, 16, 64, 16)), ("pfr", (16, 17, 64, 16)),
-             ("pfr", (14, 16, 32, 14)), ("pfr", (14, 16, 128, 14)),
+    # near-exact points (N >= 2**(budget + 2)), then the truncated frontier (N < 2**budget: biased,
+    # cheaper), then the seed samplers with larger budgets
+    sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (12, 14, 64, 12)), ("pfr", (16, 18, 64, 16)),
+             ("pfr", (18, 20, 64, 18)),
+             ("pfr", (20, 14, 64, 20)), ("pfr", (22, 16, 64, 22)), ("pfr", (24, 14, 64, 24)),
+             ("pfr", (24, 16, 64, 24)), ("pfr", (24, 17, 64, 24)), ("pfr", (26, 16, 64, 26)),
+             ("pfr", (26, 17, 64, 26)), ("pfr", (27, 18, 64, 27)),
              ("importance", (10, 64, 10)), ("greedy", (8, 16, 64))]
     return dims, kls, main, sweep_kl, sweep, seed_kls
 
@@ -149,11 +159,12 @@ def fmt_md(rows, info) -> str:
            "log-normal KL, the rest near zero, 3% posteriors wider than the prior).", "",
            "ratio = coded bits / KL bits; mse_ratio and ks/excess_nll compare with exact samples "
            "(exact row = noise level; see benchmarks/coding.py docstring).", "",
-           "| sampler | params | KL bits | coded bits | ratio | encode s | decode s | outliers | blocks "
+           "| sampler | params | KL bits | latent seed | coded bits | ratio | encode s | decode s | outliers | blocks "
            "| mse_ratio | excess_nll b/dim | KS D |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        out.append(f"| {r['sampler']} | {tuple(r['params'])} | {r['kl_bits']:.0f} | {r['coded_bits']} | "
+        out.append(f"| {r['sampler']} | {tuple(r['params'])} | {r['kl_bits']:.0f} | {r.get('latent_seed', '')} | "
+                   f"{r['coded_bits']} | "
                    f"{r['ratio']:.3f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['n_outliers']} | "
                    f"{r['n_blocks']} | {r['mse_ratio']:.4f} | {r['excess_nll']:+.4f} | {r['ks']:.4f} |")
     return "\n".join(out) + "\n"
@@ -241,26 +252,36 @@ def timing(repeats: int, device: str = "cpu", configs: list[str] | None = None, 
     return 0
 
 
-REAL_CONFIGS = [("pfr", None), ("pfr", (12, 14, 64, 12)), ("pfr", (14, 16, 64, 14)), ("pfr", (16, 16, 64, 16)),
-                ("importance", (8, 64, 8))]
+#: A fifth pfr parameter 0 = the level's channel count (the codec's adaptive coding order).
+REAL_CONFIGS = [("pfr", (22, 14, 64, 22, 0)), ("pfr", (25, 16, 64, 25, 0)),
+                ("pfr", (14, 16, 64, 14, 0)), ("importance", (8, 64, 8)), ("greedy", (6, 16, 64))]
 
 
-def real_model(path: str, n_images: int, quick: bool) -> int:
+def _with_channels(name: str, params, channels: int):
+    if name == "pfr" and params is not None and len(params) == 5 and params[4] == 0:
+        return (*params[:4], channels)
+    return params
+
+
+def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -> int:
     """Coded bits / KL per level on real Kodak latents, mirroring ``Codec.compress_with_stats``.
 
     Level 2 is coded first; its *decoded* sample drives prior1, so level 1's (q1, p1) depends on
     the sampler, exactly as in the codec.  Images are cropped to 256x256 in ``--quick`` mode.
+    ``path`` is a weights file or a registered model name (``pln-q3``).
     """
     from raybb.coding import DiagGaussian
     from raybb.imageio import decode_image
     from raybb.model.ladder import pad_to_stride
     from raybb.model.weights import load_weights
+    from raybb.registry import resolve_model
 
     info = machine()
+    path = str(resolve_model(path))
     loaded = load_weights(path)
     model = loaded.model.eval().requires_grad_(False)
     info["model"] = {"path": str(path), "fingerprint": loaded.fingerprint[:16], "name": loaded.meta.get("name", "")}
-    kodak = Path("/work/shared/datasets/kodak")
+    kodak = ROOT.parent / "shared" / "datasets" / "kodak"
     files = sorted(kodak.glob("kodim*.png"))[:n_images]
     rows = []
 
@@ -277,16 +298,17 @@ def real_model(path: str, n_images: int, quick: bool) -> int:
             q2 = model.posterior2(bu)
             p2 = model.prior2_like(q2)
             for name, params in REAL_CONFIGS:
-                smp = get_sampler(name, params)
-                row = {"image": f.name, "sampler": name, "params": list(smp.params())}
+                smp2 = get_sampler(name, _with_channels(name, params, q2.mean.shape[1]))
+                row = {"image": f.name, "sampler": name, "params": list(params or smp2.params())}
                 t0 = time.perf_counter()
-                e2 = smp.encode(flat(q2), flat(p2), StreamKey(11, 0, 2))
+                e2 = smp2.encode(flat(q2), flat(p2), StreamKey(11, 0, 2))
                 z2 = e2.sample.reshape(q2.mean.shape)
                 p1 = model.prior1(z2)
                 q1 = model.posterior1(bu, p1)
+                smp = get_sampler(name, _with_channels(name, params, q1.mean.shape[1]))
                 e1 = smp.encode(flat(q1), flat(p1), StreamKey(11, 0, 1))
                 t1 = time.perf_counter()
-                d2 = smp.decode(flat(p2), StreamKey(11, 0, 2), e2.payload)
+                d2 = smp2.decode(flat(p2), StreamKey(11, 0, 2), e2.payload)
                 d1 = smp.decode(flat(model.prior1(d2.reshape(q2.mean.shape))), StreamKey(11, 0, 1), e1.payload)
                 t2 = time.perf_counter()
                 assert torch.equal(d1, e1.sample) and torch.equal(d2, e2.sample)
@@ -303,18 +325,21 @@ def real_model(path: str, n_images: int, quick: bool) -> int:
                 row["mse_ratio1"] = fidelity(e1.sample, flat(q1), flat(p1),
                                              kl_bits(flat(q1), flat(p1)) <= LOWKL)["mse_ratio"]
                 rows.append(row)
-                print(f"{f.name} {name} {tuple(smp.params())} L2 {row['coded2']}/{row['kl2']:.0f}="
+                print(f"{f.name} {name} {tuple(row['params'])} L2 {row['coded2']}/{row['kl2']:.0f}="
                       f"{row['ratio2']:.3f} L1 {row['coded1']}/{row['kl1']:.0f}={row['ratio1']:.3f} "
                       f"enc {row['encode_s']:.2f}s dec {row['decode_s']:.2f}s", flush=True)
     info["loadavg_end"] = os.getloadavg()[0]
-    stem = "coding_real_quick" if quick else "coding_real"
+    stem = stem or ("coding_real_quick" if quick else "coding_real")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
     out = ["# Coded sampling on real latents (Kodak)", "",
-           f"Model `{path}` (fingerprint {info['model']['fingerprint']}, a snapshot of a run still training), "
+           f"Model `{Path(path).name}` (fingerprint {info['model']['fingerprint']}), "
            f"{'256x256 crops' if quick else 'full images'}. {info['cpu']}, {info['cores']} cores, torch "
            f"{info['torch']} ({info['torch_threads']} threads), {info['date']}. **{info['note']}** Load "
            f"{info['loadavg_start']:.1f} -> {info['loadavg_end']:.1f}.", "",
-           "ratio = coded bits / KL bits per level; encode/decode s are both levels (incl. prior1).", "",
+           "ratio = coded bits / KL bits per level; encode/decode s are both levels (incl. prior1). A fifth pfr "
+           "parameter 0 = the level's channel count (adaptive coding order, as in the codec). L1 mse_ratio: "
+           "sum((z - mu_q)^2 / sigma_p^2) / sum(sigma_q^2 / sigma_p^2) on level 1, 1.0 in expectation for exact "
+           "samples.", "",
            "| image | sampler | params | L2 dims | L2 KL | L2 coded | L2 ratio | L1 dims | L1 KL | L1 coded "
            "| L1 ratio | L1 outliers | total ratio | encode s | decode s | L1 mse_ratio |",
            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -342,19 +367,22 @@ def main(argv=None) -> int:
     ap.add_argument("--note", help="what else ran on the machine during the run (goes into the results)")
     ap.add_argument("--configs", nargs="+", metavar="NAME:P1,P2,...",
                     help="only these samplers (e.g. pfr:22,16,64,22) on 200k dims / 200k bits -> coding_configs.*")
+    ap.add_argument("--stem", help="results file stem under benchmarks/results (default by mode)")
+    ap.add_argument("--latent-seeds", type=int, default=1, metavar="S",
+                    help="with --configs: repeat on S synthetic latents (make_pair seeds 0..S-1; default: seed 7)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.real_model:
-        return real_model(args.real_model, args.images, args.quick)
+        return real_model(args.real_model, args.images, args.quick, args.stem)
     if args.fit_rejection_table:
         fit_table()
         return 0
     if args.timing:
         return timing(args.timing, args.device, args.configs, note=args.note)
     dims, kls, main_cfgs, sweep_kl, sweep, seed_kls = plan(args.quick)
-    stem = "coding_quick" if args.quick else "coding"
+    stem = args.stem or ("coding_quick" if args.quick else "coding")
     if args.configs:
-        stem = "coding_configs"
+        stem = args.stem or "coding_configs"
         kls, sweep = [200_000], []
         seed_kls = kls
         main_cfgs = [parse_pipeline(c)[0] for c in args.configs]  # "pfr:22,16,64,22" -> ("pfr", (22, ...))
@@ -362,7 +390,8 @@ def main(argv=None) -> int:
     info["dims"] = dims
     rows = []
 
-    def emit(row):
+    def emit(row, latent_seed):
+        row["latent_seed"] = latent_seed
         rows.append(row)
         print(f"{row['sampler']:>10} {str(tuple(row['params'])):>18} KL={row['kl_bits']:>7.0f} "
               f"ratio={row['ratio']:.3f} enc={row['encode_s']:.2f}s dec={row['decode_s']:.2f}s "
@@ -370,15 +399,17 @@ def main(argv=None) -> int:
               flush=True)
 
     for kl in kls:
-        q, p = make_pair(dims, kl, seed=int(kl) % 1000 + 7)
-        emit(exact_row(q, p, kl))
-        for name, params in main_cfgs:
-            if name != "pfr" and kl not in seed_kls:
-                continue
-            emit(run_one(name, params, q, p, kl))
-        if kl == sweep_kl:
-            for name, params in sweep:
-                emit(run_one(name, params, q, p, kl))
+        latents = [int(kl) % 1000 + 7] if args.latent_seeds <= 1 else list(range(args.latent_seeds))
+        for latent_seed in latents:
+            q, p = make_pair(dims, kl, seed=latent_seed)
+            emit(exact_row(q, p, kl), latent_seed)
+            for name, params in main_cfgs:
+                if name != "pfr" and kl not in seed_kls:
+                    continue
+                emit(run_one(name, params, q, p, kl), latent_seed)
+            if kl == sweep_kl:
+                for name, params in sweep:
+                    emit(run_one(name, params, q, p, kl), latent_seed)
     info["loadavg_end"] = os.getloadavg()[0]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))

@@ -49,12 +49,15 @@ SamplerSpec = tuple[str, tuple[int, ...] | None]
 #: blocks fill fuller and (22, 14, 64, 22, 0) is -6.7% / -5.8% against (20, 14, 64, 20) at the same
 #: encode time, vs -5.7% / -5.0% for (20, 14, 64, 20, 0) (benchmarks/results/pfr_order.md).
 PFR_DEFAULT: tuple[int, ...] = (22, 14, 64, 22, 0)
-#: 2^16 candidates, blocks up to 24 bits: -2.3% BD-rate (PSNR) / -2.9% (MS-SSIM) against the
+#: 2^16 candidates, blocks up to 25 bits: -2.8% BD-rate (PSNR) / -2.9% (MS-SSIM) against the
 #: default with the family shipped at 41c5427, for 2-3x its encode time (8 Kodak images,
-#: benchmarks/results/pfr_family.md). It replaced (22, 16, 64, 22, 0) (-1.0% / -2.1%, same time)
-#: on 2026-11-29; 2^17 and 2^18 candidates bought no more PSNR (same table).
-PFR_MAX: tuple[int, ...] = (24, 16, 64, 24, 0)
-#: Near-exact samples (truncation bias within the KS/MSE tests' noise): the sampler's own defaults.
+#: benchmarks/results/pfr_family.md, codec_speed_cpu.md). History: (22, 16, 64, 22, 0) until 2026-11-29 (-1.0% / -2.1%),
+#: then (24, 16, 64, 24, 0) (-2.3% / -2.9%, the same time as this one); (26, 17, 64, 26, 0) gains
+#: -3.3% / -4.0% for ~3.5x the default's time. These are the sampler library's default parameters:
+#: 1.043-1.050x KL on the synthetic 200k-dim / 200k-bit latents (raybb/coding/README.md, "targets").
+PFR_MAX: tuple[int, ...] = (25, 16, 64, 25, 0)
+#: Near-exact samples (truncation bias within the KS/MSE tests' noise); the sampler's own defaults
+#: until 2026-11-29.
 PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14, 0)
 #: The fifth PFR parameter is the latent's channel count, 0 = "this level's", resolved per model by
 #: the Codec: the encoder then codes each level channel-major or position-major, whichever makes

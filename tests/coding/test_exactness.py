@@ -86,13 +86,14 @@ def test_importance_is_biased_but_near_q():
 
 
 @pytest.mark.slow
-def test_pfr_default_params_on_synthetic_latent_log_q():
-    """Fidelity of the default on a realistic latent: mean log q of the coded sample ~ exact."""
+def test_pfr_near_exact_params_on_synthetic_latent_log_q():
+    """Fidelity of the near-exact parameters (the default until 2026-11-29, the codec's pfr-exact) on
+    a realistic latent: mean log q of the coded sample ~ exact."""
     from raybb.coding import kl_bits
     from raybb.coding.synthetic import make_pair
 
     q, p = make_pair(20000, 20000, seed=8)
-    smp = PFRSampler()
+    smp = PFRSampler(14, 16, 64, 14)
     enc = smp.encode(q, p, StreamKey(8))
     eps = ((enc.sample - q.mean) / q.std).double()
     inblock = kl_bits(q, p) <= smp.outlier_bits  # outliers carry 16-bit quantization noise

@@ -64,7 +64,8 @@ def test_registry():
 
 
 @pytest.mark.parametrize("name,bad", [
-    ("pfr", (0, 10, 16, 8)), ("pfr", (12, 23, 16, 8)), ("pfr", (12, 14, 999, 8)), ("pfr", (12, 14)),
+    ("pfr", (0, 10, 16, 8)), ("pfr", (33, 10, 16, 8)), ("pfr", (12, 23, 16, 8)), ("pfr", (12, 14, 999, 8)),
+    ("pfr", (12, 14)),
     ("pfr", (12, 14, 32, 2**40)), ("rejection", (13, 0)), ("rejection", (8, 1)),
     ("rejection", (8,)), ("greedy", (0, 16, 64)), ("greedy", (6, 10**9, 64)),
     ("importance", (8, 64, 9)), ("importance", (99, 64, 8)), ("importance", ("8", 64, 8)),
@@ -126,18 +127,21 @@ def test_coded_bits_within_published_bounds(pair):
 
 def test_pfr_rate_tracks_kl():
     q, p = make_pair(8000, 8000, seed=5)
-    st = PFRSampler().encode(q, p, StreamKey(9)).stats
+    st = PFRSampler(14, 16, 64, 14).encode(q, p, StreamKey(9)).stats  # near-exact: above KL
     assert 1.0 < st["coded_bits"] / st["kl_bits"] < 1.8
+    st = PFRSampler().encode(q, p, StreamKey(9)).stats  # truncated: close to KL
+    assert 0.9 < st["coded_bits"] / st["kl_bits"] < 1.15
 
 
-def test_pfr_default_beats_previous_default_and_old_params_still_decode():
-    """The 2026-11-26 default (14, 16, 64, 14) must spend fewer bits than the old (12, 14, 64, 12);
-    payloads made with the old params (written in old containers) still decode bit-exactly."""
+def test_pfr_default_beats_previous_defaults_and_old_params_still_decode():
+    """Each default spends fewer bits than the one before: (25, 16, 64, 25) (truncated, 2026-11-29)
+    < (14, 16, 64, 14) (near-exact, 2026-11-26) < (12, 14, 64, 12); payloads made with old params
+    (written in old containers) still decode bit-exactly."""
     q, p = make_pair(12000, 12000, seed=21)
-    new = PFRSampler().encode(q, p, StreamKey(4))
-    old_smp = get_sampler("pfr", (12, 14, 64, 12))
-    old = old_smp.encode(q, p, StreamKey(4))
-    assert new.stats["coded_bits"] < old.stats["coded_bits"]
+    bits = [get_sampler("pfr", prm).encode(q, p, StreamKey(4)).stats["coded_bits"]
+            for prm in (None, (14, 16, 64, 14), (12, 14, 64, 12))]
+    assert bits[0] < bits[1] < bits[2]
+    old = get_sampler("pfr", (12, 14, 64, 12)).encode(q, p, StreamKey(4))
     assert torch.equal(get_sampler(PFRSampler.sampler_id, (12, 14, 64, 12)).decode(p, StreamKey(4), old.payload),
                        old.sample)
 
@@ -186,6 +190,18 @@ def test_pfr_channels_codes_in_the_order_with_fewer_blocks(active_channels):
     assert torch.equal(enc.sample[perm] if want_pm else enc.sample, ref.sample)
     dec = get_sampler(PFRSampler.sampler_id, smp.params()).decode(p, key, enc.payload)
     assert torch.equal(dec, enc.sample)
+
+
+def test_pfr_budgets_above_24_bits_truncate_and_decode():
+    """Budgets up to 32 bits (2026-11-29: (25, 16, 64, 25) is the <= 1.05x KL point): blocks of more
+    KL than log2 N are coded with at most log2 N bits of rank (the truncation bias), and decode."""
+    q, p = make_pair(6000, 9000, seed=13)
+    key = StreamKey(2, 0, 1)
+    smp = get_sampler("pfr", (30, 10, 64, 30))
+    enc = smp.encode(q, p, key)
+    assert enc.stats["max_block_kl_bits"] > 20  # blocks far beyond the 10 bits of candidates
+    assert enc.stats["coded_bits"] < enc.stats["kl_bits"]  # cheaper than KL: biased, by design
+    assert torch.equal(get_sampler(PFRSampler.sampler_id, smp.params()).decode(p, key, enc.payload), enc.sample)
 
 
 def test_pfr_original_order_keeps_four_parameters():
