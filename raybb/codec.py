@@ -51,10 +51,11 @@ SamplerSpec = tuple[str, tuple[int, ...] | None]
 PFR_DEFAULT: tuple[int, ...] = (22, 14, 64, 22, 0)
 #: 2^16 candidates, blocks up to 25 bits: -2.8% BD-rate (PSNR) / -2.9% (MS-SSIM) against the
 #: default with the family shipped at 41c5427, for 2-3x its encode time (8 Kodak images,
-#: benchmarks/results/pfr_family.md, codec_speed_cpu.md). History: (22, 16, 64, 22, 0) until 2026-11-29 (-1.0% / -2.1%),
-#: then (24, 16, 64, 24, 0) (-2.3% / -2.9%, the same time as this one); (26, 17, 64, 26, 0) gains
-#: -3.3% / -4.0% for ~3.5x the default's time. These are the sampler library's default parameters:
-#: 1.043-1.050x KL on the synthetic 200k-dim / 200k-bit latents (raybb/coding/README.md, "targets").
+#: benchmarks/results/pfr_family.md, codec_speed_cpu.md). History: (22, 16, 64, 22, 0) until
+#: 2026-11-29 (-1.0% / -2.1%), then (24, 16, 64, 24, 0) (-2.3% / -2.9%, the same time as this
+#: one); (26, 17, 64, 26, 0) gains -3.3% / -4.0% for ~3.5x the default's time. These are the
+#: sampler library's default parameters: 1.043-1.050x KL on the synthetic 200k-dim / 200k-bit
+#: latents (raybb/coding/README.md, "targets").
 PFR_MAX: tuple[int, ...] = (25, 16, 64, 25, 0)
 #: Near-exact samples (truncation bias within the KS/MSE tests' noise); the sampler's own defaults
 #: until 2026-11-29.
