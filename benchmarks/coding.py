@@ -257,12 +257,6 @@ REAL_CONFIGS = [("pfr", (22, 14, 64, 22, 0)), ("pfr", (25, 16, 64, 25, 0)),
                 ("pfr", (14, 16, 64, 14, 0)), ("importance", (8, 64, 8)), ("greedy", (6, 16, 64))]
 
 
-def _with_channels(name: str, params, channels: int):
-    if name == "pfr" and params is not None and len(params) == 5 and params[4] == 0:
-        return (*params[:4], channels)
-    return params
-
-
 def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -> int:
     """Coded bits / KL per level on real Kodak latents, mirroring ``Codec.compress_with_stats``.
 
@@ -270,6 +264,7 @@ def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -
     the sampler, exactly as in the codec.  Images are cropped to 256x256 in ``--quick`` mode.
     ``path`` is a weights file or a registered model name (``pln-q3``).
     """
+    from raybb.codec import _resolve_channels  # the codec's "order 0 = this level's channels"
     from raybb.coding import DiagGaussian
     from raybb.imageio import decode_image
     from raybb.model.ladder import pad_to_stride
@@ -298,14 +293,14 @@ def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -
             q2 = model.posterior2(bu)
             p2 = model.prior2_like(q2)
             for name, params in REAL_CONFIGS:
-                smp2 = get_sampler(name, _with_channels(name, params, q2.mean.shape[1]))
+                smp2 = get_sampler(*_resolve_channels((name, params), q2.mean.shape[1]))
                 row = {"image": f.name, "sampler": name, "params": list(params or smp2.params())}
                 t0 = time.perf_counter()
                 e2 = smp2.encode(flat(q2), flat(p2), StreamKey(11, 0, 2))
                 z2 = e2.sample.reshape(q2.mean.shape)
                 p1 = model.prior1(z2)
                 q1 = model.posterior1(bu, p1)
-                smp = get_sampler(name, _with_channels(name, params, q1.mean.shape[1]))
+                smp = get_sampler(*_resolve_channels((name, params), q1.mean.shape[1]))
                 e1 = smp.encode(flat(q1), flat(p1), StreamKey(11, 0, 1))
                 t1 = time.perf_counter()
                 d2 = smp2.decode(flat(p2), StreamKey(11, 0, 2), e2.payload)

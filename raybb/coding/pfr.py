@@ -288,9 +288,9 @@ class PFRSampler(IntParams):
         del runs
         score = torch.log(t_own).to(torch.float32).T - (lw + cb[:, None])
         val, arg = score.min(1)
-        better = val < float("inf")
-        best = torch.where(better, val, torch.full_like(val, float("inf")))
-        best_rank = torch.where(better, arg, torch.zeros_like(arg))
+        found = val < float("inf")  # a NaN score never wins
+        best = torch.where(found, val, float("inf"))
+        best_rank = torch.where(found, arg, 0)
         if n > k0:
             # ranks >= k0: T = T_own[k0-1] + shared increments; one GEMM per column class
             us = rnd.uniform(keys[_ARRIVAL], torch.tensor(1 << 40, device=dev),
