@@ -379,6 +379,28 @@ def train(
 
 
 @app.command()
+def widen(
+    source: Annotated[str, typer.Argument(help="Model name (see `raybb models`) or .safetensors path.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the widened weights.")],
+    channels: Annotated[int, typer.Option(help="New level-1 transform width N (>= the source's).")] = 128,
+    noise: Annotated[float, typer.Option(help="Unequal weight shares of duplicated channels (0..1).")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for which channels are copied and their shares.")] = 0,
+) -> None:
+    """Widen a model's transforms (N) without changing its output: a start for `raybb train --init-weights`."""
+    from raybb.model.widen import widen_weights_file
+    from raybb.registry import resolve_model
+
+    try:
+        fp = widen_weights_file(resolve_model(source), output, channels, noise=noise, seed=seed)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
+    except RaybbError as e:
+        raise _fail(e) from e
+    out.print(f"{output}  N={channels}  fingerprint {fp[:16]}")
+
+
+@app.command()
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List installed models (shipped and $RAYBB_MODELS_DIR) with their measured Kodak rate/quality."""
     from raybb.registry import default_model_name, list_models

@@ -212,16 +212,18 @@ def train_worker(config: dict) -> None:
         cfg.num_threads = int(config.get("num_threads") or 1)
     _apply_storage_options(list(cfg.data) + list(cfg.val_data), config.get("storage_options"))
     checkpoint = ray.train.get_checkpoint()
-    loop = TrainingLoop(
-        cfg,
-        shard=(rank, world),
-        device=ray.train.torch.get_device(),
-        wrap_model=ray.train.torch.prepare_model,
-        init_weights=None if checkpoint else config.get("init_weights"),
-    )
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            loop.load_checkpoint(d)
+    with contextlib.ExitStack() as stack:
+        # a resumed trial is built from its checkpoint's own architecture, then restored
+        ckpt_dir = stack.enter_context(checkpoint.as_directory()) if checkpoint else None
+        loop = TrainingLoop(
+            cfg,
+            shard=(rank, world),
+            device=ray.train.torch.get_device(),
+            wrap_model=ray.train.torch.prepare_model,
+            init_weights=str(Path(ckpt_dir) / "model.safetensors") if ckpt_dir else config.get("init_weights"),
+        )
+        if ckpt_dir:
+            loop.load_checkpoint(ckpt_dir)
     start = loop.step
     common = {"resumed_from_step": start, "world_size": world}
     final_reported = False

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -132,6 +132,9 @@ class TrainingLoop:
             init = load_weights(init_weights)
             self.net = _trainable(init.model.train())
             self.fine_tuned_from = lineage(init, Path(init_weights).stem)
+            # the weights fix the architecture (whatever ``cfg.model`` said): record the real one,
+            # so checkpoints' train_config and config.json describe the model actually trained
+            self.cfg = cfg = replace(cfg, model=init.config.to_dict())
         else:
             self.net = LadderNetwork(LadderConfig.from_dict(cfg.model))
         self.net.to(self.device)
@@ -320,10 +323,14 @@ def train_to_directory(
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint"
     _recover_interrupted_save(ckpt, out / "checkpoint.old")
-    loop = TrainingLoop(cfg, init_weights=None if (resume and ckpt.exists()) else init_weights, device=device)
-    if resume and ckpt.exists():
+    resuming = resume and ckpt.exists()
+    # a resumed run is built from its checkpoint's own architecture (a fine-tuned or widened model
+    # need not match ``cfg.model``); load_checkpoint then restores step, optimizer and lineage
+    start_from = str(ckpt / "model.safetensors") if resuming else init_weights
+    loop = TrainingLoop(cfg, init_weights=start_from, device=device)
+    if resuming:
         loop.load_checkpoint(ckpt)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (out / "config.json").write_text(json.dumps(loop.cfg.to_dict(), indent=2))
     log_path = out / "metrics.jsonl"
 
     def log(m: dict) -> None:

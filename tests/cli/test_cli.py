@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -33,7 +34,7 @@ def models_dir(tmp_path, monkeypatch) -> Path:
 
 
 def test_help_everywhere():
-    for cmd in ([], ["compress"], ["decompress"], ["inspect"], ["eval"], ["train"], ["models"], ["bucket"]):
+    for cmd in ([], ["compress"], ["decompress"], ["inspect"], ["eval"], ["train"], ["models"], ["bucket"], ["widen"]):
         r = runner.invoke(app, [*cmd, "--help"])
         assert r.exit_code == 0, (cmd, r.output)
         assert "Usage" in r.output
@@ -114,3 +115,26 @@ def test_models_lists_user_registry(models_dir):
     assert r.exit_code == 0, r.output
     names = [m["name"] for m in json.loads(r.output)]
     assert "tiny-q1" in names
+
+
+def test_widen_writes_a_wider_model_with_the_same_output(tmp_path, images):
+    from raybb.model.weights import load_weights
+
+    wide = tmp_path / "wide.safetensors"
+    r = runner.invoke(app, ["widen", str(TINY), "-o", str(wide), "--channels", "24", "--seed", "1"])
+    assert r.exit_code == 0, r.output
+    small, big = load_weights(TINY), load_weights(wide)
+    assert big.config.N == 24 > small.config.N
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(big.model(x, sample=False).x_hat, small.model(x, sample=False).x_hat)
+    # the widened file is a model like any other: it compresses and decompresses
+    out = tmp_path / "a.rbb"
+    assert runner.invoke(app, ["compress", str(images / "a.png"), "-o", str(out), "--model", str(wide)]).exit_code == 0
+    png = tmp_path / "a.png"
+    assert runner.invoke(app, ["decompress", str(out), "-o", str(png), "--model", str(wide)]).exit_code == 0
+    # narrowing and unknown models are clear errors
+    r = runner.invoke(app, ["widen", str(TINY), "-o", str(tmp_path / "n.safetensors"), "--channels", "2"])
+    assert r.exit_code == EXIT_USAGE and "narrow" in r.output
+    r = runner.invoke(app, ["widen", "no-such-model", "-o", str(tmp_path / "n.safetensors")])
+    assert r.exit_code == EXIT_MODEL

@@ -369,3 +369,27 @@ def test_bf16_mixed_precision_trains_and_keeps_float32(tiny_cfg, tmp_path: Path,
 def test_unknown_precision_rejected(tiny_cfg) -> None:
     with pytest.raises(ValueError, match="precision"):
         tiny_cfg(precision="fp8")
+
+
+def test_fine_tuning_a_different_architecture_records_it_and_resumes(tiny_cfg, tmp_path: Path) -> None:
+    """The init weights fix the architecture, whatever cfg.model says (e.g. a widened model): the
+    run's config.json and checkpoints record the real one, and resuming with the same cfg works."""
+    from raybb.model.widen import widen_weights_file
+
+    parent = TrainingLoop(tiny_cfg(model={"N": 8, "M": 8, "F": 8, "G": 2}))
+    pck = parent.save_checkpoint(tmp_path / "parent")
+    wide = tmp_path / "wide.safetensors"
+    widen_weights_file(pck / "model.safetensors", wide, 12)
+    cfg = tiny_cfg(model={"N": 16, "M": 16, "F": 16, "G": 4}, steps=2, checkpoint_every=2, log_every=2)
+    out = tmp_path / "run"
+    train_to_directory(cfg, out, init_weights=str(wide))
+    assert json.loads((out / "config.json").read_text())["model"]["N"] == 12
+    w2 = load_weights(out / "checkpoint" / "model.safetensors")
+    assert w2.config.N == 12 and w2.meta["train_config"]["model"]["N"] == 12
+    assert w2.meta["fine_tuned_from"]["name"] == "wide"
+    # resume (same cfg, still saying N=16): built from the checkpoint, not from cfg.model
+    last = train_to_directory(tiny_cfg(model=cfg.model, steps=4, checkpoint_every=2, log_every=2), out)
+    assert last["step"] == 4
+    w4 = load_weights(out / "checkpoint" / "model.safetensors")
+    assert w4.config.N == 12 and w4.meta["steps"] == 4
+    assert w4.meta["fine_tuned_from"] == w2.meta["fine_tuned_from"]
