@@ -195,9 +195,10 @@ def test_pipelines():
 
 # golden_pfr_v0 pins the first default (12, 14, 64, 12) and golden_pfr_v1 the second (20, 14, 64, 20),
 # both in channel-major order: files written before the default changed must keep decoding to the
-# same pixels (and the old pipelines must keep producing the same bytes).
+# same pixels (and the old pipelines must keep producing the same bytes). golden_pfr_max pins the
+# 25-bit-budget, 2^16-candidate search of `pfr-max` (the library default PFRSampler()).
 GOLDEN = [("golden_pfr", "pfr", 11), ("golden_pfr_v1", "pfr-v1", 11), ("golden_pfr_v0", "pfr-v0", 11),
-          ("golden_isgs", "is-gs", 12)]
+          ("golden_isgs", "is-gs", 12), ("golden_pfr_max", "pfr-max", 11)]
 
 
 @pytest.mark.parametrize("name,sampler,seed", GOLDEN)
