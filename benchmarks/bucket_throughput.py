@@ -78,14 +78,9 @@ def null_codec(model=None, sampler=None, device="cpu") -> NullCodec:  # noqa: AN
 
 # --------------------------------------------------------------------------------------------
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from raybb.evaluation import machine_info
+
+    cpu = machine_info()["cpu"]
     mem = ""
     try:
         mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()

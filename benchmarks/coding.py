@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from raybb.codec import parse_pipeline  # noqa: E402
 from raybb.coding import StreamKey, get_sampler, kl_bits  # noqa: E402
 from raybb.coding.synthetic import make_pair, std_pair  # noqa: E402
+from raybb.evaluation import machine_info  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 LOWKL = 8.0  # excess_nll / ks use dims with KL <= 8 bits: coded in-block by every sampler
@@ -49,15 +50,7 @@ LOWKL = 8.0  # excess_nll / ks use dims with KL <= 8 bits: coded in-block by eve
 
 def machine(device: str = "cpu", note: str | None = None) -> dict:
     """Where and when the numbers were taken; ``note`` says what else ran on the machine."""
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return {"cpu": machine_info()["cpu"], "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "device": device_name(device),
             "date": datetime.date.today().isoformat(),
