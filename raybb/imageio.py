@@ -24,12 +24,21 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from raybb.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "decode_image", "load_image", "to_rgb_array", "encode_png"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "decode_image", "load_image", "to_rgb_array", "encode_png"]
 
 #: 100 megapixels: a large camera raw developed to RGB; beyond that, refuse rather than OOM.
 DEFAULT_MAX_PIXELS = 100_000_000
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+#: File suffixes (lower case) that raybb reads as images: the one list behind ``raybb compress
+#: dir/``, ``raybb bucket compress``, ``raybb eval`` and the training data. Every one decodes here.
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".gif", ".jxl", ".avif",
+)  # fmt: skip
+
+try:  # registers JPEG XL with Pillow (a dependency); AVIF is built into Pillow >= 11.3
+    import pillow_jxl  # noqa: F401
+except ImportError:  # pragma: no cover - without the plugin .jxl files fail as unreadable images
+    pass
 
 
 def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

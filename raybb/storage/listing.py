@@ -11,25 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from raybb.imageio import IMAGE_SUFFIXES  # the one list of image suffixes (PIL/numpy only, no torch)
 from raybb.storage.fs import Location, retry
 
 __all__ = ["ObjectInfo", "iter_objects", "count_objects", "IMAGE_SUFFIXES", "is_hidden_key"]
-
-#: Source suffixes a compress job picks up (case-insensitive).
-IMAGE_SUFFIXES: tuple[str, ...] = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".webp",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".ppm",
-    ".pgm",
-    ".gif",
-    ".jxl",
-    ".avif",
-)
 
 
 @dataclass(frozen=True, slots=True)
