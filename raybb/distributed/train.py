@@ -447,6 +447,8 @@ def run_sweep(
     else:
         cfg = TrainConfig.from_dict(base_config)
     train = cfg.to_dict()
+    if not train["data"]:  # fail here, not inside every trial
+        raise ValueError("no training data: pass --data (folders or fsspec URLs) or set $RAYBB_TRAIN_DATA")
     train["data"] = [_absolute(p) for p in train["data"]]
     train["val_data"] = [_absolute(p) for p in train["val_data"]]
     options = dict(storage_options or {})

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -35,11 +36,22 @@ LN2 = math.log(2.0)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 
+#: Environment variables naming the training and validation images when a config gives none
+#: (folders or fsspec URLs, separated by commas: URLs contain colons).
+TRAIN_DATA_ENV = "RAYBB_TRAIN_DATA"
+VAL_DATA_ENV = "RAYBB_VAL_DATA"
+
+
+def _env_paths(var: str) -> list[str]:
+    return [p.strip() for p in os.environ.get(var, "").split(",") if p.strip()]
+
+
 @dataclass
 class TrainConfig:
-    data: list[str] = field(default_factory=lambda: ["../shared/datasets/train"])
+    # No built-in location: the data is wherever the user keeps it (--data, or $RAYBB_TRAIN_DATA).
+    data: list[str] = field(default_factory=lambda: _env_paths(TRAIN_DATA_ENV))
     exclude: list[str] = field(default_factory=lambda: ["cid22/validation"])
-    val_data: list[str] = field(default_factory=lambda: ["../shared/datasets/train/cid22/validation"])
+    val_data: list[str] = field(default_factory=lambda: _env_paths(VAL_DATA_ENV))
     val_images: int = 12  # validation images used at each evaluation (first N, sorted)
     model: dict = field(default_factory=dict)  # LadderConfig fields
     beta: float = 4.0
@@ -147,6 +159,8 @@ class TrainingLoop:
         self.model = wrap_model(self.net) if wrap_model else self.net
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.step = 0
+        if not cfg.data:
+            raise ValueError(f"no training data: pass --data (folders or fsspec URLs) or set ${TRAIN_DATA_ENV}")
         self.train_paths = list_images(cfg.data, tuple(cfg.exclude))
         self.sampler = PatchSampler(
             load_images(self.train_paths, shard, min_size=cfg.patch), cfg.patch, seed=cfg.seed * 1000 + self.rank
