@@ -33,7 +33,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
-KODAK = Path(os.environ.get("RAYBB_KODAK_DIR", REPO.parent / "shared" / "datasets" / "kodak"))
+sys.path.insert(0, str(REPO))
+from benchmarks._paths import KODAK  # noqa: E402  ($RAYBB_SHARED/datasets/kodak)
 
 
 # --------------------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def _crops(n: int, size: int, out: Path) -> float:
 
     files = sorted(KODAK.glob("kodim*.png"))
     if not files:
-        raise SystemExit(f"no Kodak images in {KODAK} (set RAYBB_KODAK_DIR)")
+        raise SystemExit(f"no Kodak images in {KODAK} (set RAYBB_SHARED)")
     out.mkdir(parents=True, exist_ok=True)
     for i in range(n):
         img = np.asarray(Image.open(files[i % len(files)]).convert("RGB"))

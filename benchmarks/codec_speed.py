@@ -31,7 +31,7 @@ from raybb.evaluation import machine_info  # noqa: E402
 from raybb.imageio import load_image  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-KODAK = os.environ.get("RAYBB_KODAK", str(ROOT.parent / "shared" / "datasets" / "kodak"))
+from benchmarks._paths import KODAK  # noqa: E402  ($RAYBB_SHARED/datasets/kodak)
 
 
 def _median_time(fn, repeats: int) -> tuple[float, object]:
@@ -46,7 +46,7 @@ def _median_time(fn, repeats: int) -> tuple[float, object]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kodak", default=KODAK, help="folder of kodimNN.png (default: shared Kodak)")
+    ap.add_argument("--kodak", default=str(KODAK), help="folder of kodimNN.png (default: $RAYBB_SHARED/datasets/kodak)")
     ap.add_argument("--images", nargs="*", default=["01", "13", "23"])
     ap.add_argument("--models", nargs="*", default=["pln-q1", "pln-q3", "pln-q5"])
     ap.add_argument("--pipelines", nargs="*", default=["pfr", "pfr-max"])

@@ -269,7 +269,8 @@ def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -
     loaded = load_weights(path)
     model = loaded.model.eval().requires_grad_(False)
     info["model"] = {"path": str(path), "fingerprint": loaded.fingerprint[:16], "name": loaded.meta.get("name", "")}
-    kodak = ROOT.parent / "shared" / "datasets" / "kodak"
+    from benchmarks._paths import KODAK as kodak
+
     files = sorted(kodak.glob("kodim*.png"))[:n_images]
     rows = []
 

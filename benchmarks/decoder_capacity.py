@@ -33,7 +33,7 @@ from raybb.model.weights import load_weights  # noqa: E402
 from raybb.registry import resolve_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-KODAK = ROOT.parent / "shared" / "datasets" / "kodak"
+from benchmarks._paths import KODAK  # noqa: E402  ($RAYBB_SHARED/datasets/kodak)
 
 
 def to_uint8(x_hat: torch.Tensor) -> np.ndarray:

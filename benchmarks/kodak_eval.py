@@ -28,7 +28,9 @@ sys.path.insert(0, str(REPO))
 from raybb.baselines import get_baseline, library_versions  # noqa: E402
 from raybb.evaluation import evaluate_folder, machine_info, markdown_table  # noqa: E402
 
-DEFAULT_KODAK = os.environ.get("RAYBB_KODAK", str(REPO.parent / "shared" / "datasets" / "kodak"))
+from benchmarks._paths import KODAK  # noqa: E402
+
+DEFAULT_KODAK = str(KODAK)
 CONTENTION = (
     "Timings: wall clock, one thread per encoder, on a 2-core machine shared with other "
     "engineers and a background training run (contended; indicative only)."
@@ -46,7 +48,7 @@ def _progress(done: int, total: int, msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kodak", default=DEFAULT_KODAK, help="folder of images (default: shared Kodak)")
+    ap.add_argument("--kodak", default=DEFAULT_KODAK, help="folder of images (default: $RAYBB_SHARED/datasets/kodak)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="results folder")
     ap.add_argument("--baselines", nargs="*", default=["jpeg", "webp", "avif", "jpegxl"])
     ap.add_argument("--raybb", nargs="*", default=[], metavar="MODEL", help="raybb models (names or paths)")

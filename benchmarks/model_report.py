@@ -47,7 +47,9 @@ from raybb.imageio import IMAGE_SUFFIXES, load_image  # noqa: E402
 from raybb.model.ladder import LadderNetwork, pad_to_stride  # noqa: E402
 from raybb.model.weights import load_weights  # noqa: E402
 
-DEFAULT_KODAK = os.environ.get("RAYBB_KODAK", str(REPO.parent / "shared" / "datasets" / "kodak"))
+from benchmarks._paths import KODAK  # noqa: E402
+
+DEFAULT_KODAK = str(KODAK)
 DEFAULT_OUT = str(REPO / "benchmarks" / "results" / "model_report")
 LN2 = math.log(2.0)
 TARGET_BPP = (0.2, 0.6)
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--weights", required=True, help="weights file, training checkpoint directory, or registry model name"
     )
-    ap.add_argument("--kodak", default=DEFAULT_KODAK, help="image folder (default: shared Kodak)")
+    ap.add_argument("--kodak", default=DEFAULT_KODAK, help="image folder (default: $RAYBB_SHARED/datasets/kodak)")
     ap.add_argument("--out", default=DEFAULT_OUT, help="output path without suffix (.json and .md are written)")
     ap.add_argument("--seed", type=int, default=0, help="torch seed for the posterior sample of each image")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")

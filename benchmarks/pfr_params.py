@@ -25,13 +25,14 @@ from pathlib import Path
 
 import torch
 
-from raybb.codec import load_codec
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._paths import KODAK  # noqa: E402  ($RAYBB_SHARED/datasets/kodak)
+from raybb.codec import load_codec  # noqa: E402
 from raybb.evaluation import bd_rate, machine_info
 from raybb.imageio import load_image
 from raybb.metrics import ms_ssim_db
 
 RESULTS = Path(__file__).parent / "results"
-KODAK = Path(__file__).parents[1] / ".." / "shared" / "datasets" / "kodak"
 MODELS = ["pln-q1", "pln-q2", "pln-q3", "pln-q4"]
 
 

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["S3Endpoint", "seaweedfs_server", "local_ray", "free_port", "kodak_dir", "weed_binary"]
+__all__ = ["S3Endpoint", "seaweedfs_server", "local_ray", "free_port", "weed_binary"]
 
 _KEY = "raybb-test-key"
 _SECRET = "raybb-test-secret-0123456789"
@@ -43,12 +43,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def kodak_dir() -> Path:
-    """The shared Kodak folder (override with RAYBB_KODAK_DIR)."""
-    default = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "kodak"
-    return Path(os.environ.get("RAYBB_KODAK_DIR", str(default))).resolve()
 
 
 def weed_binary() -> str | None:

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
+from _data import load_photo
 from safetensors import safe_open
 
 from raybb.codec import load_codec
-from raybb.imageio import load_image
 from raybb.model.weights import read_metadata
 from raybb.registry import SHIPPED_DIR, list_models, resolve_model
 
@@ -27,15 +27,15 @@ def test_family_is_shipped_within_budget():
 
 
 @pytest.mark.parametrize("quality", [1, 5])
-def test_shipped_model_round_trip(kodak_dir, quality):
-    rgb = load_image(kodak_dir / "kodim23.png")[:128, :192]
+def test_shipped_model_round_trip(quality):
+    rgb = load_photo(0)[:128, :192]
     codec = load_codec(quality)
     res = codec.compress_with_stats(rgb)
     assert np.array_equal(codec.decompress(res.data), res.reconstruction)
     assert res.psnr > 20.0  # a trained model, not noise
 
 
-def test_rates_increase_with_quality(kodak_dir):
-    rgb = load_image(kodak_dir / "kodim23.png")[:128, :192]
+def test_rates_increase_with_quality():
+    rgb = load_photo(0)[:128, :192]
     kl = [load_codec(q).compress_with_stats(rgb, seed=1).kl_bits for q in range(1, len(SHIPPED) + 1)]
     assert kl == sorted(kl)

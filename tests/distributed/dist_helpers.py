@@ -1,4 +1,4 @@
-"""Helpers for the distributed tests: small Kodak crops, deliberately bad files, uploads."""
+"""Helpers for the distributed tests: small crops of the committed test photos, deliberately bad files, uploads."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for _servers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for _servers, _data
 
-from _servers import kodak_dir as _kodak_dir  # noqa: E402
+from _data import TEST_PHOTOS  # noqa: E402
 
 #: The coded sampler the distributed tests use (registered by raybb.coding).
 SAMPLER = "pfr"
@@ -37,14 +36,11 @@ def _png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
-def kodak_crops(n: int, size: tuple[int, int] = (64, 96)) -> dict[str, bytes]:
-    """``n`` PNG crops (h, w) of Kodak images, keyed ``kodak/kodimNN.png``."""
+def photo_crops(n: int, size: tuple[int, int] = (64, 96)) -> dict[str, bytes]:
+    """``n`` distinct PNG crops (h, w) of the committed test photos, keyed ``photos/<photo>-NNN.png``."""
     from PIL import Image
 
-    src = _kodak_dir()
-    files = sorted(src.glob("kodim*.png"))
-    if not files:
-        pytest.skip(f"Kodak images not found in {src} (set RAYBB_KODAK_DIR)")
+    files = TEST_PHOTOS
     out = {}
     h, w = size
     for i in range(n):
@@ -53,12 +49,12 @@ def kodak_crops(n: int, size: tuple[int, int] = (64, 96)) -> dict[str, bytes]:
         y, x = (i * 37) % (img.shape[0] - h), (i * 53) % (img.shape[1] - w)
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(img[y : y + h, x : x + w])).save(buf, format="PNG")
-        out[f"kodak/{f.stem}-{i:03d}.png"] = buf.getvalue()
+        out[f"photos/{f.stem}-{i:03d}.png"] = buf.getvalue()
     return out
 
 
 def bad_files() -> dict[str, bytes]:
-    good = next(iter(kodak_crops(1).values()))
+    good = next(iter(photo_crops(1).values()))
     files = dict(BAD_FILES)
     files["bad/truncated.png"] = good[: len(good) // 2]
     files["bad/huge.png"] = _png_header_only(11000, 10000)

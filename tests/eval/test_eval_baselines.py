@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from eval_helpers import synthetic_image
@@ -103,17 +100,13 @@ def test_encode_at_bpp_closest_and_edges(img):
     assert metrics.bpp(len(closest.data), h, w) == closest.bpp
 
 
-KODAK = Path(os.environ.get("RAYBB_KODAK", "/work/shared/datasets/kodak"))
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not (KODAK / "kodim01.png").exists(), reason="Kodak not available")
 @pytest.mark.parametrize("name", NAMES)
-def test_default_ladder_spans_low_to_high_rate_on_kodak(name):
+def test_default_ladder_spans_low_to_high_rate_on_kodak(name, kodak_dir):
     from raybb.imageio import load_image
 
     c = get_baseline(name)
-    img = load_image(KODAK / "kodim05.png")  # a mid-difficulty Kodak image
+    img = load_image(kodak_dir / "kodim05.png")  # a mid-difficulty Kodak image
     h, w = img.shape[:2]
     lo = metrics.bpp(len(c.encode(img, c.default_qualities[0])), h, w)
     hi = metrics.bpp(len(c.encode(img, c.default_qualities[-1])), h, w)

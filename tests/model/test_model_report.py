@@ -1,4 +1,4 @@
-"""benchmarks/model_report.py on a randomly initialised tiny model (2 Kodak images + an odd-sized one).
+"""benchmarks/model_report.py on a randomly initialised tiny model (2 committed test photos + an odd-sized one).
 
 The numbers of an untrained model are meaningless; what is checked is that the report is internally
 consistent (rates, gains, averages, files) and that the JPEG matching does what it says.
@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _data import TEST_PHOTOS
 
 from raybb import metrics
 from raybb.baselines import get_baseline
@@ -23,7 +24,8 @@ from raybb.model.ladder import LadderConfig, LadderNetwork
 from raybb.model.weights import save_weights
 
 REPO = Path(__file__).resolve().parents[2]
-KODAK = REPO.parent / "shared" / "datasets" / "kodak"
+PHOTOS = TEST_PHOTOS[:2]  # car.png, chain.png (176x192: full 5-scale MS-SSIM)
+NAMES = [p.stem for p in PHOTOS]
 
 
 def _load_script():
@@ -54,11 +56,8 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(weights: Path, tmp_path_factory) -> tuple[dict, Path]:
-    src = sorted(KODAK.glob("kodim0[12].png"))
-    if len(src) < 2:
-        pytest.skip(f"Kodak not available at {KODAK}")
-    d = tmp_path_factory.mktemp("kodak")
-    for f in src:
+    d = tmp_path_factory.mktemp("photos")
+    for f in PHOTOS:
         shutil.copy(f, d / f.name)
     (d / "odd.png").write_bytes(encode_png(_photo(37, 53, 1)))  # not a multiple of 64
     out = tmp_path_factory.mktemp("res") / "model_report"
@@ -73,12 +72,12 @@ def test_report_files_and_metadata(report, weights: Path) -> None:
     rep, out = report
     md = out.with_name("model_report.md").read_text()
     assert rep["n_images"] == 3
-    assert [r["image"] for r in rep["per_image"]] == ["kodim01", "kodim02", "odd"]
+    assert [r["image"] for r in rep["per_image"]] == [*NAMES, "odd"]
     assert rep["date"] and rep["machine"]["cpu"] and rep["machine"]["torch_threads"] == "1"
     assert "contended" in rep["note"]
     assert rep["weights"]["config"]["N"] == 16 and rep["weights"]["meta"]["beta"] == 2.0
     assert len(rep["weights"]["fingerprint"]) == 64
-    for name in ("kodim01", "kodim02", "odd", "**average**", rep["weights"]["fingerprint"][:16]):
+    for name in (*NAMES, "odd", "**average**", rep["weights"]["fingerprint"][:16]):
         assert name in md
     assert "PSNR gain over JPEG" in md and rep["date"] in md
     assert rep["user_note"] == "smoke test of a random model" and "**smoke test of a random model**" in md
@@ -105,7 +104,7 @@ def test_report_rows_consistent(report) -> None:
         if r["jpeg_match"] == "quality_1_above_target":
             assert r["jpeg_quality"] == 1 and r["jpeg_bpp"] > r["bpp"]
     k = rep["per_image"][:2]
-    assert all(0 < r["ms_ssim_sample"] <= 1 for r in k)  # Kodak: full 5-scale MS-SSIM
+    assert all(0 < r["ms_ssim_sample"] <= 1 for r in k)  # >= 161 px: full 5-scale MS-SSIM
     a = rep["average"]
     for key in ("bpp", "psnr_sample", "psnr_mean", "jpeg_psnr_matched", "psnr_gain_sample"):
         assert a[key] == pytest.approx(np.mean([r[key] for r in rep["per_image"]]))
@@ -117,7 +116,7 @@ def test_report_is_reproducible(report, weights: Path, tmp_path: Path) -> None:
     rep, _ = report
     d = tmp_path / "one"
     d.mkdir()
-    shutil.copy(sorted(KODAK.glob("kodim02.png"))[0], d / "kodim02.png")
+    shutil.copy(PHOTOS[1], d / PHOTOS[1].name)
     again = mr.run(weights, d, tmp_path / "r", progress=False)
     r0, r1 = rep["per_image"][1], again["per_image"][0]
     for key in ("bpp", "bpp_level2", "psnr_sample", "psnr_mean", "jpeg_psnr_matched"):

@@ -2,46 +2,32 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for _servers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for _servers, _data
 
+from _data import load_photo  # noqa: E402
 from _servers import local_ray  # noqa: E402
 
 from raybb.imageio import encode_png  # noqa: E402
 
-SOURCE = Path(os.environ.get("RAYBB_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-SOURCE = SOURCE / "datasets" / "train" / "cid22" / "validation"
-
-
-def _images(n: int) -> list[np.ndarray]:
-    """The first ``n`` real photos of the shared validation folder (synthetic if it is missing)."""
-    files = sorted(SOURCE.glob("*.png"))[:n] if SOURCE.is_dir() else []
-    out = [np.asarray(Image.open(f).convert("RGB")) for f in files]
-    rng = np.random.default_rng(0)
-    while len(out) < n:  # smooth random fields: something a model can learn
-        base = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
-        out.append(np.asarray(Image.fromarray(base).resize((512, 512), Image.BICUBIC)))
-    return out
-
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict:
-    """``train/``: 4 photos cropped to 160 px; ``val/``: 2 photos cropped to 176 px (5-scale MS-SSIM)."""
+    """``train/``: the 4 test photos cropped to 160 px; ``val/``: 2 of them mirrored and cropped to
+    176 px (5-scale MS-SSIM)."""
     root = tmp_path_factory.mktemp("tiny-data")
-    imgs = _images(6)
+    imgs = [load_photo(i) for i in range(4)]
     (root / "train").mkdir()
     (root / "val").mkdir()
-    for i, im in enumerate(imgs[:4]):
-        (root / "train" / f"t{i}.png").write_bytes(encode_png(np.ascontiguousarray(im[100:260, 60:220])))
-    for i, im in enumerate(imgs[4:]):
-        (root / "val" / f"v{i}.png").write_bytes(encode_png(np.ascontiguousarray(im[50:226, 80:256])))
+    for i, im in enumerate(imgs):
+        (root / "train" / f"t{i}.png").write_bytes(encode_png(np.ascontiguousarray(im[8:168, 16:176])))
+    for i, im in enumerate(imgs[2:]):
+        (root / "val" / f"v{i}.png").write_bytes(encode_png(np.ascontiguousarray(im[:176, 16:192][:, ::-1])))
     return {"root": root, "train": str(root / "train"), "val": str(root / "val")}
 
 

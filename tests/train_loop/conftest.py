@@ -12,17 +12,11 @@ from raybb.train.loop import TrainConfig
 
 torch.set_num_threads(1)
 
-VALIDATION = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "train" / "cid22" / "validation"
-
-
 @pytest.fixture(scope="module")
-def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four 512x512 photos (CID22 validation; never Kodak) in a private folder."""
-    files = sorted(VALIDATION.glob("*.png"))[:4]
-    if len(files) < 4:
-        pytest.skip(f"training photos not available at {VALIDATION}")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory, test_photos: list[Path]) -> Path:
+    """The four committed 176x192 test photos (CID22 crops; never Kodak) in a private folder."""
     d = tmp_path_factory.mktemp("photos")
-    for f in files:
+    for f in test_photos:
         shutil.copy(f, d / f.name)
     return d
 
