@@ -50,22 +50,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import fsspec
-import numpy as np
 import pandas as pd
 import pyarrow.fs
 import ray
 import ray.train
 import ray.train.torch
-import torch
 from ray import tune
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from raybb.metrics import ms_ssim, psnr
 from raybb.model.ladder import VARIANTS as MODEL_VARIANTS
-from raybb.model.ladder import LadderNetwork, pad_to_stride
 from raybb.model.weights import load_weights, save_weights
-from raybb.train.loop import TrainConfig, TrainingLoop
+from raybb.train.loop import TrainConfig, TrainingLoop, evaluate_images
 
 __all__ = [
     "VARIANTS",
@@ -157,44 +153,6 @@ def trial_run_name(variant: str, beta: float) -> str:
     return f"{variant}-beta{beta:g}"
 
 
-# -- evaluation -------------------------------------------------------------------------------
-def evaluate_images(net: LadderNetwork, images: Sequence[torch.Tensor], seed: int = 0) -> dict:
-    """Validation metrics of ``net`` on whole (3,H,W) uint8 images, averaged over the images.
-
-    ``val_bpp`` is the theoretical rate (KL of both levels, bits per pixel), which a coded sample
-    reaches up to a small overhead; PSNR and MS-SSIM (raybb.metrics, the project's single
-    implementation) are computed for the reconstruction of a posterior *sample* (what the codec
-    transmits) and of the posterior *mean*. Sampling noise is seeded, so reruns agree.
-    """
-    if not images:
-        return {}
-    device = next(net.parameters()).device
-    acc: dict[str, list[float]] = {}
-    was_training = net.training
-    net.eval()
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        for img in images:
-            ref = img.permute(1, 2, 0).contiguous().numpy()
-            x = img.float().div(255.0)[None].to(device)
-            xp, (h, w) = pad_to_stride(x)
-            n = h * w
-            for mode, sample in (("sample", True), ("mean", False)):
-                out = net(xp, sample=sample)
-                rec = out.x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
-                rec_np = rec.permute(1, 2, 0).cpu().contiguous().numpy()
-                acc.setdefault(f"val_psnr_{mode}", []).append(psnr(ref, rec_np))
-                acc.setdefault(f"val_ms_ssim_{mode}", []).append(ms_ssim(ref, rec_np))
-                if sample:
-                    b2 = float(out.kl2.sum()) / LN2 / n
-                    acc.setdefault("val_bpp", []).append(float(out.kl1.sum()) / LN2 / n + b2)
-                    acc.setdefault("val_bpp_level2", []).append(b2)
-    net.train(was_training)
-    res = {k: float(np.mean(v)) for k, v in acc.items()}
-    res["val_images"] = len(images)
-    return res
-
-
 # -- Ray Train worker -------------------------------------------------------------------------
 def train_worker(config: dict) -> None:
     """Ray Train per-worker function: one data-parallel replica of ``TrainingLoop``.
@@ -258,7 +216,7 @@ def train_worker(config: dict) -> None:
 def _final_metrics(loop: TrainingLoop, rank: int) -> dict:
     out = {"final": 1}
     if rank == 0:
-        out.update(evaluate_images(loop.net, loop.val_set, seed=loop.cfg.seed))
+        out.update(loop.validate())
     return out
 
 

@@ -19,18 +19,20 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from raybb.metrics import ms_ssim, psnr
 from raybb.model.ladder import LadderConfig, LadderNetwork, pad_to_stride, variant_of
 from raybb.model.weights import lineage, load_weights, save_weights
 from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, load_images
 
-__all__ = ["TrainConfig", "TrainingLoop", "kodak_like_metrics"]
+__all__ = ["TrainConfig", "TrainingLoop", "evaluate_images"]
 
 LN2 = math.log(2.0)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -83,28 +85,43 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def kodak_like_metrics(model: LadderNetwork, images: list[torch.Tensor], sample: bool) -> dict:
-    """Average theoretical bpp (KL), level-2 share and PSNR over whole images (uint8 (3,H,W))."""
-    bits = bits2 = mse_sum = px = 0.0
-    psnrs = []
-    dev = next(model.parameters()).device  # validation runs where the model trains (CPU or GPU)
-    with torch.no_grad():
+def evaluate_images(net: LadderNetwork, images: Sequence[torch.Tensor], seed: int = 0) -> dict:
+    """Validation metrics of ``net`` on whole (3,H,W) uint8 images, averaged over the images.
+
+    ``val_bpp`` is the theoretical rate (KL of both levels, bits per pixel), which a coded sample
+    reaches up to a small overhead; PSNR and MS-SSIM (raybb.metrics, the project's single
+    implementation) are computed for the reconstruction of a posterior *sample* (what the codec
+    transmits) and of the posterior *mean*. Sampling noise is seeded, so reruns agree. Used by
+    ``TrainingLoop.validate`` and so by ``raybb train`` and the Ray Train sweep alike.
+    """
+    if not images:
+        return {}
+    device = next(net.parameters()).device  # validation runs where the model trains (CPU or GPU)
+    acc: dict[str, list[float]] = {}
+    was_training = net.training
+    net.eval()
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
         for img in images:
-            img = img.to(dev)
-            x = img.float().div(255.0)[None]
+            img = img.cpu()
+            ref = img.permute(1, 2, 0).contiguous().numpy()
+            x = img.float().div(255.0)[None].to(device)
             xp, (h, w) = pad_to_stride(x)
-            out = model(xp, sample=sample)
-            xh = out.x_hat[..., :h, :w].clamp(0, 1).mul(255).round()
-            mse = (xh - img.float()[None]).pow(2).mean().item()
-            psnrs.append(10 * math.log10(255**2 / max(mse, 1e-10)))
             n = h * w
-            b2 = out.kl2.item() / LN2
-            bits += (out.kl1.item() / LN2 + b2) / n
-            bits2 += b2 / n
-            mse_sum += mse
-            px += 1
-    k = max(len(images), 1)
-    return {"bpp": bits / k, "bpp_level2": bits2 / k, "psnr": sum(psnrs) / k}
+            for mode, sample in (("sample", True), ("mean", False)):
+                out = net(xp, sample=sample)
+                rec = out.x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
+                rec_np = rec.permute(1, 2, 0).cpu().contiguous().numpy()
+                acc.setdefault(f"val_psnr_{mode}", []).append(psnr(ref, rec_np))
+                acc.setdefault(f"val_ms_ssim_{mode}", []).append(ms_ssim(ref, rec_np))
+                if sample:
+                    b2 = float(out.kl2.sum()) / LN2 / n
+                    acc.setdefault("val_bpp", []).append(float(out.kl1.sum()) / LN2 / n + b2)
+                    acc.setdefault("val_bpp_level2", []).append(b2)
+    net.train(was_training)
+    res = {k: float(np.mean(v)) for k, v in acc.items()}
+    res["val_images"] = len(images)
+    return res
 
 
 def _trainable(net: LadderNetwork) -> LadderNetwork:
@@ -213,21 +230,14 @@ class TrainingLoop:
         }
 
     def validate(self) -> dict:
+        """``evaluate_images`` on the validation set ({} without one), in float32 as the codec runs."""
         if not self.val_set:
             return {}
-        self.net.eval()
-        self.net.compute_dtype = None  # measure the model as the codec runs it: float32
+        self.net.compute_dtype = None
         try:
-            s = kodak_like_metrics(self.net, self.val_set, sample=True)
-            m = kodak_like_metrics(self.net, self.val_set, sample=False)
+            return evaluate_images(self.net, self.val_set, seed=self.cfg.seed)
         finally:
             self.net.compute_dtype = PRECISIONS[self.cfg.precision]
-        return {
-            "val_bpp": s["bpp"],
-            "val_bpp_level2": s["bpp_level2"],
-            "val_psnr_sample": s["psnr"],
-            "val_psnr_mean": m["psnr"],
-        }
 
     # -- checkpoints ----------------------------------------------------------------------
     def data_fingerprint(self) -> str:
