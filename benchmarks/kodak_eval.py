@@ -15,7 +15,6 @@ one thread each). Timings are wall clock on a shared machine: read them as indic
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,10 +24,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._paths import KODAK  # noqa: E402
 from raybb.baselines import get_baseline, library_versions  # noqa: E402
 from raybb.evaluation import evaluate_folder, machine_info, markdown_table  # noqa: E402
-
-from benchmarks._paths import KODAK  # noqa: E402
 
 DEFAULT_KODAK = str(KODAK)
 CONTENTION = (

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,14 +39,13 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from benchmarks._paths import KODAK  # noqa: E402
 from raybb import metrics  # noqa: E402
 from raybb.baselines import get_baseline, library_versions  # noqa: E402
 from raybb.evaluation import machine_info  # noqa: E402
 from raybb.imageio import IMAGE_SUFFIXES, load_image  # noqa: E402
 from raybb.model.ladder import LadderNetwork, pad_to_stride  # noqa: E402
 from raybb.model.weights import load_weights  # noqa: E402
-
-from benchmarks._paths import KODAK  # noqa: E402
 
 DEFAULT_KODAK = str(KODAK)
 DEFAULT_OUT = str(REPO / "benchmarks" / "results" / "model_report")

@@ -10,7 +10,8 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/_data.py, tests/_servers
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from _data import TEST_PHOTOS, kodak_dir as _kodak_dir  # noqa: E402
+from _data import TEST_PHOTOS  # noqa: E402
+from _data import kodak_dir as _kodak_dir
 
 torch.set_num_threads(1)
 
