@@ -14,7 +14,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO / "tests" / "data"
-#: Four 176x192 RGB crops of CID22 training photos (provenance and license: tests/data/README.md).
+#: Four 192x176 (width x height) RGB crops of CID22 training photos (provenance and license: tests/data/README.md).
 TEST_PHOTOS: list[Path] = sorted((TEST_DATA / "photos").glob("*.png"))
 
 __all__ = ["REPO", "TEST_DATA", "TEST_PHOTOS", "shared_dir", "kodak_dir", "train_dir", "load_photo"]

@@ -24,7 +24,7 @@ from raybb.model.ladder import LadderConfig, LadderNetwork
 from raybb.model.weights import save_weights
 
 REPO = Path(__file__).resolve().parents[2]
-PHOTOS = TEST_PHOTOS[:2]  # car.png, chain.png (176x192: full 5-scale MS-SSIM)
+PHOTOS = TEST_PHOTOS[:2]  # car.png, chain.png (192x176: full 5-scale MS-SSIM)
 NAMES = [p.stem for p in PHOTOS]
 
 

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory: pytest.TempPathFactory, test_photos: list[Path]) -> Path:
-    """The four committed 176x192 test photos (CID22 crops; never Kodak) in a private folder."""
+    """The four committed 192x176 test photos (CID22 crops; never Kodak) in a private folder."""
     d = tmp_path_factory.mktemp("photos")
     for f in test_photos:
         shutil.copy(f, d / f.name)
