@@ -138,16 +138,6 @@ class _Store:
             return f.read()
 
 
-def _apply_storage_options(urls: Sequence[str], options: dict | None) -> None:
-    """Make plain ``fsspec.open(url)`` calls (raybb.train.data) use ``options`` for these protocols."""
-    if not options:
-        return
-    for u in urls:
-        if _is_url(u):
-            proto = u.split("://", 1)[0]
-            fsspec.config.conf.setdefault(proto, {}).update(copy.deepcopy(options))
-
-
 def trial_run_name(variant: str, beta: float) -> str:
     """The Train run name of one sweep trial (stable across restarts: that is how it resumes)."""
     return f"{variant}-beta{beta:g}"
@@ -168,7 +158,6 @@ def train_worker(config: dict) -> None:
     cfg = TrainConfig.from_dict(config["train"])
     if not cfg.num_threads:
         cfg.num_threads = int(config.get("num_threads") or 1)
-    _apply_storage_options(list(cfg.data) + list(cfg.val_data), config.get("storage_options"))
     checkpoint = ray.train.get_checkpoint()
     with contextlib.ExitStack() as stack:
         # a resumed trial is built from its checkpoint's own architecture, then restored
@@ -179,6 +168,7 @@ def train_worker(config: dict) -> None:
             device=ray.train.torch.get_device(),
             wrap_model=ray.train.torch.prepare_model,
             init_weights=str(Path(ckpt_dir) / "model.safetensors") if ckpt_dir else config.get("init_weights"),
+            storage_options=config.get("storage_options") or None,
         )
         if ckpt_dir:
             loop.load_checkpoint(ckpt_dir)

@@ -1,5 +1,8 @@
 """Training images: listing from a folder or any fsspec URL, preloading, random patches.
 
+Storage goes through ``raybb.storage`` like the batch jobs' (``AWS_ENDPOINT_URL``, retries), with
+``storage_options`` passed explicitly: nothing changes fsspec's process-wide configuration.
+
 Images are decoded once into uint8 tensors (the 750 training photos take ~450 MB) because a
 2-core machine cannot afford to decode JPEG/PNG on every step. Each data-parallel worker loads
 only its own part (``shard=(rank, world_size)``).
@@ -8,50 +11,55 @@ only its own part (``shard=(rank, world_size)``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-import fsspec
 import numpy as np
 import torch
 
 from raybb.imageio import IMAGE_SUFFIXES, decode_image
+from raybb.storage import iter_objects, read_bytes, resolve
+
+Options = Mapping[str, Any] | None
 
 __all__ = ["list_images", "dataset_fingerprint", "PatchSampler", "load_images"]
 
 
-def list_images(roots: list[str] | str, exclude: tuple[str, ...] = ()) -> list[str]:
+def list_images(roots: list[str] | str, exclude: tuple[str, ...] = (), storage_options: Options = None) -> list[str]:
     """Every image file under each root (folder path or fsspec URL), sorted, minus ``exclude`` substrings."""
     if isinstance(roots, str):
         roots = [roots]
     out: list[str] = []
     for root in roots:
-        fs, path = fsspec.core.url_to_fs(root)
-        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-        for p in fs.find(path):
-            if p.lower().endswith(IMAGE_SUFFIXES) and not any(e in p for e in exclude):
-                out.append(p if protocol in ("file", "local") else f"{protocol}://{p}")
+        loc = resolve(root, storage_options)
+        for obj in iter_objects(loc, IMAGE_SUFFIXES, include_hidden=True):
+            p = loc.path(obj.key)
+            if not any(e in p for e in exclude):
+                out.append(p if loc.is_local else f"{loc.protocol}://{p.lstrip('/')}")
     return sorted(set(out))
 
 
-def _read(url: str) -> bytes:
-    with fsspec.open(url, "rb") as f:
-        return f.read()
+def _read(url: str, storage_options: Options = None) -> bytes:
+    return read_bytes(resolve(url, storage_options), "")
 
 
-def dataset_fingerprint(paths: list[str]) -> str:
+def dataset_fingerprint(paths: list[str], storage_options: Options = None) -> str:
     """SHA-256 over the sorted (basename, content hash) pairs: names the exact data a model saw."""
     h = hashlib.sha256()
     for p in sorted(paths):
-        h.update(p.rsplit("/", 1)[-1].encode() + b"\0" + hashlib.sha256(_read(p)).digest())
+        h.update(p.rsplit("/", 1)[-1].encode() + b"\0" + hashlib.sha256(_read(p, storage_options)).digest())
     return h.hexdigest()
 
 
-def load_images(paths: list[str], shard: tuple[int, int] = (0, 1), min_size: int = 0) -> list[torch.Tensor]:
+def load_images(
+    paths: list[str], shard: tuple[int, int] = (0, 1), min_size: int = 0, storage_options: Options = None
+) -> list[torch.Tensor]:
     """Decode this worker's share of ``paths`` into (3,H,W) uint8 tensors (skips images < min_size)."""
     rank, world = shard
     imgs = []
     for p in paths[rank::world]:
-        arr = decode_image(_read(p))
+        arr = decode_image(_read(p, storage_options))
         if min(arr.shape[:2]) >= min_size:
             imgs.append(torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))))
     if not imgs:

@@ -19,9 +19,10 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,6 +149,7 @@ class TrainingLoop:
         device: str | torch.device = "cpu",
         wrap_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
         init_weights: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
     ):
         self.cfg = cfg
         self.rank, self.world = shard
@@ -178,14 +180,18 @@ class TrainingLoop:
         self.step = 0
         if not cfg.data:
             raise ValueError(f"no training data: pass --data (folders or fsspec URLs) or set ${TRAIN_DATA_ENV}")
-        self.train_paths = list_images(cfg.data, tuple(cfg.exclude))
+        #: fsspec options for reading s3:// images (kept out of ``cfg``: they may hold credentials)
+        self.storage_options = storage_options
+        self.train_paths = list_images(cfg.data, tuple(cfg.exclude), storage_options)
         self.sampler = PatchSampler(
-            load_images(self.train_paths, shard, min_size=cfg.patch), cfg.patch, seed=cfg.seed * 1000 + self.rank
+            load_images(self.train_paths, shard, min_size=cfg.patch, storage_options=storage_options),
+            cfg.patch,
+            seed=cfg.seed * 1000 + self.rank,
         )
         self.val_set: list[torch.Tensor] = []
         if cfg.val_data and self.rank == 0:
-            vp = list_images(cfg.val_data)[: cfg.val_images]
-            self.val_set = load_images(vp) if vp else []
+            vp = list_images(cfg.val_data, storage_options=storage_options)[: cfg.val_images]
+            self.val_set = load_images(vp, storage_options=storage_options) if vp else []
         self._data_fp: str | None = None
 
     # -- schedule -------------------------------------------------------------------------
@@ -242,7 +248,7 @@ class TrainingLoop:
     # -- checkpoints ----------------------------------------------------------------------
     def data_fingerprint(self) -> str:
         if self._data_fp is None:
-            self._data_fp = dataset_fingerprint(self.train_paths)
+            self._data_fp = dataset_fingerprint(self.train_paths, self.storage_options)
         return self._data_fp
 
     def model_meta(self) -> dict:

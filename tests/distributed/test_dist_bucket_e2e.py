@@ -1,6 +1,6 @@
 """Bucket -> bucket on a real local Ray and a real S3 server, with the real codec.
 
-Crops of the test photos plus deliberately bad files (not an image, empty, truncated, too large) are uploaded,
+Kodak crops plus deliberately bad files (not an image, empty, truncated, too large) are uploaded,
 compressed with --verify, and the manifest is
 checked row by row; every ok bitstream must decode to the encoder's reconstruction. A rerun
 recompresses nothing; the decompress job turns the bitstreams back into PNGs.
@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from _servers import local_ray, seaweedfs_server
-from dist_helpers import SAMPLER, bad_files, photo_crops, upload
+from dist_helpers import SAMPLER, bad_files, kodak_crops, upload
 from PIL import Image
 
 from raybb import metrics
@@ -29,10 +29,10 @@ pytestmark = [pytest.mark.s3, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_model):
     with seaweedfs_server(tmp_path_factory.mktemp("s3")) as s3, local_ray(num_cpus=2):
-        good = photo_crops(6)
+        good = kodak_crops(6)
         bad = bad_files()
         src = "s3://raybb-photos/in"
-        upload(resolve(src, s3.storage_options), {**good, **bad, "photos/readme.txt": b"not listed"})
+        upload(resolve(src, s3.storage_options), {**good, **bad, "kodak/readme.txt": b"not listed"})
         yield dict(s3=s3, good=good, bad=bad, src=src, model=tiny_model, expect=expected_results(good, tiny_model))
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import ray
 from _servers import local_ray, seaweedfs_server
-from dist_helpers import SAMPLER, photo_crops, upload
+from dist_helpers import SAMPLER, kodak_crops, upload
 
 from raybb.distributed import compress_bucket
 from raybb.storage import iter_objects, resolve
@@ -48,7 +48,7 @@ def _check_exactly_once(summary, keys, dst_loc, storage_options=None):
 
 
 def test_killed_actor_shards_are_retried(env, tmp_path):
-    files = photo_crops(24)
+    files = kodak_crops(24)
     src, dst = tmp_path / "src", tmp_path / "dst"
     upload(resolve(str(src)), files)
     killed = []
@@ -82,7 +82,7 @@ def test_killed_actor_shards_are_retried(env, tmp_path):
 @pytest.mark.s3
 def test_s3_restart_mid_job_completes(env):
     opts = env["s3"].storage_options
-    files = photo_crops(8)
+    files = kodak_crops(8)
     src, dst = "s3://raybb-flaky/src", "s3://raybb-flaky/dst"
     upload(resolve(src, opts), files)
     restarted = []
@@ -121,7 +121,7 @@ DRIVER = textwrap.dedent(
 
 
 def test_killed_driver_then_rerun_resumes_without_recompressing(env, tmp_path):
-    files = photo_crops(14)
+    files = kodak_crops(14)
     src, dst = tmp_path / "src", tmp_path / "dst"
     upload(resolve(str(src)), files)
     parts = dst / "_manifest.parquet.parts"

@@ -7,7 +7,7 @@ import tempfile
 
 import pandas as pd
 import pytest
-from dist_helpers import SAMPLER, photo_crops, upload
+from dist_helpers import SAMPLER, kodak_crops, upload
 
 from raybb.distributed import compress_bucket
 from raybb.storage import iter_objects, resolve
@@ -57,7 +57,7 @@ def cluster():
 @pytest.mark.slow
 def test_removed_node_shards_move_to_the_surviving_node(cluster, tmp_path, tiny_model):
     c, worker = cluster
-    files = photo_crops(24)
+    files = kodak_crops(24)
     src, dst = tmp_path / "src", tmp_path / "dst"
     upload(resolve(str(src)), files)
     removed = []
