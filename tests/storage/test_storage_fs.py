@@ -176,7 +176,7 @@ def test_only_transient_errors_are_retried():
     ):
         calls = []
 
-        def fail(exc=exc):
+        def fail(exc=exc, calls=calls):
             calls.append(1)
             raise exc
 
