@@ -24,12 +24,10 @@ import atexit
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -152,8 +150,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
     127.0.0.1 only, with usage statistics off, no dashboard, its own temp dir (so a stale
     /tmp/ray/ray_current_cluster is ignored) and an object store of ``object_store_mb`` MiB (the
     driver ships keys and rows only, so a small store is plenty). Its processes and temp dir are
-    removed when the driver exits, is interrupted (SIGINT/SIGTERM) or killed (see
-    :func:`_start_reaper`).
+    removed when the driver exits (atexit; ``ray.init`` turns SIGTERM into ``sys.exit`` and SIGINT
+    raises KeyboardInterrupt) or is killed outright (SIGKILL, OOM killer: see :func:`_start_reaper`).
     """
     if ray.is_initialized():
         return False
@@ -166,7 +164,6 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
     temp_dir = tempfile.mkdtemp(prefix="raybb-ray-", dir="/tmp")
     reaper = _start_reaper(temp_dir)
     atexit.register(_shutdown_private_ray, temp_dir, reaper)  # runs before Ray's own exit hook
-    _exit_on_sigterm()
     with _loopback_only(), _env({_REAPER_TAG: temp_dir}):
         ray.init(
             num_cpus=num_cpus,
@@ -214,24 +211,7 @@ def _loopback_only() -> Iterator[None]:
         ray_constants.ENABLE_RAY_CLUSTER = old
 
 
-def _exit_on_sigterm() -> None:
-    """SIGTERM (``kill``) exits through Python's shutdown (atexit) instead of dying on the spot.
-
-    Python's default SIGTERM action skips atexit, which left the private Ray's processes and temp
-    dir behind. SIGINT already raises KeyboardInterrupt. A handler someone else installed is kept.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return
-
-    def _exit(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, _exit)
-
-
-#: Environment variable every process of a private instance inherits: how the reaper finds them.
+#: Environment variable the private instance's processes inherit: how the reaper finds them.
 _REAPER_TAG = "RAYBB_PRIVATE_RAY"
 
 _REAPER = r"""
@@ -240,20 +220,30 @@ temp_dir = sys.argv[1]
 tag = ("%s=" % sys.argv[2] + temp_dir).encode()
 sys.stdin.buffer.read()  # returns when the driver's end of the pipe closes: exit, crash or SIGKILL
 
-def tagged():
-    found = []
-    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
-        if d.isdigit() and int(d) != os.getpid():
-            try:
-                with open("/proc/%s/environ" % d, "rb") as f:
-                    if tag in f.read().split(b"\0"):
-                        found.append(int(d))
-            except OSError:
-                pass
-    return found
+def ours(pid):
+    # tagged environment (gcs, raylet, workers), or a "ray::" process (the agents, whose
+    # environment the raylet filters) holding a file in this instance's unique temp dir
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            if tag in f.read().split(b"\0"):
+                return True
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if not f.read().startswith(b"ray::"):
+                return False
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith(temp_dir + "/"):
+                return True
+    except OSError:
+        pass
+    return False
+
+def find():
+    if not os.path.isdir("/proc"):
+        return []
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and int(d) != os.getpid() and ours(int(d))]
 
 for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 3.0)):
-    pids = tagged()
+    pids = find()
     if not pids:
         break
     for pid in pids:
@@ -262,8 +252,8 @@ for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 3.0)):
         except OSError:
             pass
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and tagged():
-        time.sleep(0.1)
+    while time.monotonic() < deadline and find():
+        time.sleep(0.2)
 shutil.rmtree(temp_dir, ignore_errors=True)
 """
 
@@ -272,9 +262,11 @@ def _start_reaper(temp_dir: str) -> subprocess.Popen | None:
     """A small process that outlives the driver and removes the private Ray it started.
 
     It waits for EOF on a pipe from the driver (however the driver ends: exit, exception,
-    SIGKILL), then stops every process carrying this instance's tag in its environment
-    (:data:`_REAPER_TAG`, unique per temp dir, so no other Ray is touched), and deletes the temp
-    dir. Ray's agents otherwise outlived a killed driver by minutes.
+    SIGKILL), then stops every process of this instance: those carrying its tag in their
+    environment (:data:`_REAPER_TAG`, unique per temp dir, so no other Ray is touched) and the
+    ``ray::`` agents holding files in its temp dir; then it deletes the temp dir. Ray's dashboard and
+    runtime-env agents otherwise outlived a SIGKILLed driver by minutes. Linux only (/proc);
+    elsewhere it just removes the temp dir.
     """
     try:
         return subprocess.Popen(
