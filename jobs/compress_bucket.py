@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-resume", action="store_true", help="do not skip images finished by earlier runs")
     p.add_argument("--overwrite", action="store_true", help="recompress outputs that exist without a row")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
+    p.add_argument("--allow-empty", action="store_true", help="accept a source that lists nothing (else exit 6)")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
 
@@ -52,11 +53,18 @@ def main(argv: list[str] | None = None) -> int:
     use_gpu = {"auto": "auto", "yes": True, "no": False}[a.use_gpu]
     common = dict(manifest=a.manifest, num_workers=a.num_workers, use_gpu=use_gpu, shard_size=a.shard_size,
                   model=a.model, sampler=a.sampler, resume=not a.no_resume, overwrite=a.overwrite,
-                  progress=progress, ray_address=a.address)
-    if a.decompress:
-        summary = decompress_bucket(a.src, a.dst, **common)
-    else:
-        summary = compress_bucket(a.src, a.dst, verify=a.verify, **common)
+                  progress=progress, ray_address=a.address, allow_empty=a.allow_empty)
+    from raybb.cli import exit_code_for
+    from raybb.errors import RaybbError
+
+    try:
+        if a.decompress:
+            summary = decompress_bucket(a.src, a.dst, **common)
+        else:
+            summary = compress_bucket(a.src, a.dst, verify=a.verify, **common)
+    except RaybbError as e:  # one line and the CLI's exit code (6 for storage), not a traceback
+        print(f"error: {e}", file=sys.stderr)
+        return exit_code_for(e)
     if bar is not None:
         bar.close()
     out = {k: v for k, v in vars(summary).items() if k != "error_samples"}

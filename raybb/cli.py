@@ -88,9 +88,30 @@ def _collect(inputs: list[Path], suffixes: tuple[str, ...]) -> list[tuple[Path, 
 
 
 def _targets(files: list[tuple[Path, Path]], output: Path, suffix: str) -> list[tuple[Path, Path]]:
+    """(source, output path) pairs, all decided before anything is written.
+
+    Outputs are ``OUT/<path relative to its input, with the suffix replaced>``. Two different
+    sources with the same target (``a.png`` and ``a.jpg``; ``d1/x.png`` and ``d2/x.png`` given as
+    separate inputs) would overwrite each other: that is a usage error naming them. The same file
+    reached twice is done once.
+    """
     if len(files) == 1 and output.suffix.lower() == suffix and not output.is_dir():
         return [(files[0][0], output)]
-    return [(f, output / rel.with_suffix(suffix)) for f, rel in files]
+    by_target: dict[Path, list[Path]] = {}
+    for f, rel in files:
+        srcs = by_target.setdefault(output / rel.with_suffix(suffix), [])
+        if all(f.resolve() != s.resolve() for s in srcs):
+            srcs.append(f)
+    clashes = {t: srcs for t, srcs in by_target.items() if len(srcs) > 1}
+    if clashes:
+        for t, srcs in sorted(clashes.items()):
+            console.print(f"[red]error:[/red] {' and '.join(map(str, srcs))} would all be written to {t}")
+        console.print(
+            "nothing was written: give inputs whose names differ without their suffix, or compress them "
+            "into different output folders (`raybb bucket compress` names outputs <name-with-suffix>.rbb)"
+        )
+        raise typer.Exit(EXIT_USAGE)
+    return [(srcs[0], t) for t, srcs in by_target.items()]
 
 
 def _run_files(pairs: list[tuple[Path, Path]], description: str, work) -> None:
@@ -181,8 +202,17 @@ def compress(
     device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option(help="Shared-randomness seed (default: derived from the pixels).")] = None,
 ) -> None:
-    """Compress images to .rbb bitstreams."""
-    from raybb.imageio import IMAGE_SUFFIXES
+    """Compress images to .rbb bitstreams.
+
+    One input file with -o NAME.rbb writes NAME.rbb. Otherwise OUT is a folder: a file input goes to
+    OUT/<stem>.rbb, a folder input's images to OUT/<path inside the folder, suffix .rbb> (so
+    `raybb decompress OUT -o DIR` restores the same tree as .png). Inputs that would get the same
+    output name (a.png and a.jpg, or d1/x.png and d2/x.png) are refused before anything is written.
+    """
+    import warnings
+
+    from raybb.imageio import IMAGE_SUFFIXES, ImageWarning
+    from raybb.metrics import MS_SSIM_UNDEFINED
 
     files = _collect(inputs, IMAGE_SUFFIXES)
     if not files:
@@ -191,10 +221,17 @@ def compress(
     codec = _load(model, quality, sampler, device)
 
     def work(src: Path) -> tuple[bytes, str]:
-        res = codec.compress_with_stats(src.read_bytes(), seed=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImageWarning)
+            res = codec.compress_with_stats(src.read_bytes(), seed=seed)
+        notes = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
+        if res.ms_ssim != res.ms_ssim:  # NaN: too small for MS-SSIM
+            notes.append(MS_SSIM_UNDEFINED)
+        for note in notes:
+            console.print(f"[yellow]warning:[/yellow] {src}: {note}")
+        ms = "n/a" if res.ms_ssim != res.ms_ssim else f"{res.ms_ssim:.4f}"
         return res.data, (
-            f"{len(res.data)} B  {res.bpp:.3f} bpp  PSNR {res.psnr:.2f} dB  "
-            f"MS-SSIM {res.ms_ssim:.4f}  {res.encode_seconds:.1f}s"
+            f"{len(res.data)} B  {res.bpp:.3f} bpp  PSNR {res.psnr:.2f} dB  MS-SSIM {ms}  {res.encode_seconds:.1f}s"
         )
 
     _run_files(_targets(files, output, ".rbb"), "compressing", work)
@@ -541,6 +578,9 @@ WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Ray actors (d
 GpuOpt = Annotated[str, typer.Option("--gpu", help="auto | yes | no ('yes' on clusters whose GPU nodes start at 0).")]
 AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray address (default: RAY_ADDRESS or local).")]
 ManifestOpt = Annotated[str | None, typer.Option("--manifest", help="Manifest URL (default DST/_manifest.parquet).")]
+AllowEmptyOpt = Annotated[
+    bool, typer.Option("--allow-empty", help="Accept a source that does not exist or lists nothing (else exit 6).")
+]
 
 
 def _gpu(v: str):
@@ -564,11 +604,13 @@ def bucket_compress(
     resume: Annotated[bool, typer.Option(help="Skip images an earlier run finished.")] = True,
     manifest: ManifestOpt = None,
     address: AddressOpt = None,
+    allow_empty: AllowEmptyOpt = False,
 ) -> None:
     """Compress every image under SRC to DST on Ray actors and write a Parquet manifest."""
     _run_bucket(
         "compress", src, dst, model=model, sampler=sampler, num_workers=workers, use_gpu=_gpu(gpu),
         shard_size=shard_size, verify=verify, resume=resume, manifest=manifest, ray_address=address,
+        allow_empty=allow_empty,
     )  # fmt: skip
 
 
@@ -583,11 +625,13 @@ def bucket_decompress(
     resume: Annotated[bool, typer.Option(help="Skip files an earlier run finished.")] = True,
     manifest: ManifestOpt = None,
     address: AddressOpt = None,
+    allow_empty: AllowEmptyOpt = False,
 ) -> None:
-    """Decode every .rbb under SRC to PNG under DST on Ray actors."""
+    """Decode every .rbb under SRC to PNG under DST on Ray actors (each with the model its fingerprint
+    names: --model, else any installed model)."""
     _run_bucket(
         "decompress", src, dst, model=model, num_workers=workers, use_gpu=_gpu(gpu), shard_size=shard_size,
-        resume=resume, manifest=manifest, ray_address=address,
+        resume=resume, manifest=manifest, ray_address=address, allow_empty=allow_empty,
     )  # fmt: skip
 
 

@@ -118,7 +118,7 @@ class CompressResult:
     height: int
     bpp: float  # actual: len(data) * 8 / pixels
     psnr: float  # of `reconstruction` against the input
-    ms_ssim: float
+    ms_ssim: float  # NaN when the short side is under 11 px (metrics.MS_SSIM_UNDEFINED says why)
     kl_bits: float  # theoretical rate: KL[q2‖p2] + KL[q1‖p1] (bits)
     encode_seconds: float
     reconstruction: np.ndarray  # exactly what decompress(data) returns on this device
@@ -238,6 +238,8 @@ class Codec:
         arr = np.asarray(image)
         if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
             raise ImageError(f"expected an HxWx3 uint8 array, got shape {arr.shape} dtype {arr.dtype}")
+        if arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise ImageError(f"image has no pixels ({arr.shape[1]}x{arr.shape[0]})")
         if arr.shape[0] * arr.shape[1] > self.max_pixels:
             raise ImageError(f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {self.max_pixels}")
         return np.ascontiguousarray(arr)

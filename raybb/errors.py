@@ -86,4 +86,10 @@ class ImageError(RaybbError):
 
 
 class StorageError(RaybbError):
-    """Reading or writing object storage failed (after retries)."""
+    """Reading or writing object storage failed (after retries, for transient errors).
+
+    ``transient`` is True when the cause was a transport error that outlasted the retries (an
+    outage: trying the work again later may succeed), False for final ones (permission, bad name).
+    """
+
+    transient: bool = False

@@ -11,12 +11,17 @@ whichever path it takes:
 * 16-bit inputs (I;16, I, RGB 16-bit PNG via "I;16" planes) are scaled to 8 bits (v >> 8);
   raybb is an 8-bit codec and says so.
 * Images larger than ``max_pixels`` are refused (a decompression bomb, or more memory than a
-  worker should take) with an ``ImageError`` that names the size.
+  worker should take) with an ``ImageError`` that names the size. That limit is ours: Pillow's own
+  bomb warning is silenced and its bomb error reported in the same words.
+* Animated and multi-page files (GIF, APNG, WebP, TIFF...) keep their first frame only, and say so
+  with an :class:`ImageWarning` (the CLI prints it, batch jobs put it in the manifest's ``warning``).
 """
 
 from __future__ import annotations
 
 import io
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +29,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from raybb.errors import ImageError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "decode_image", "load_image", "to_rgb_array", "encode_png"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "ImageWarning",
+    "decode_image",
+    "load_image",
+    "to_rgb_array",
+    "encode_png",
+]
 
 #: 100 megapixels: a large camera raw developed to RGB; beyond that, refuse rather than OOM.
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -39,6 +52,10 @@ try:  # registers JPEG XL with Pillow (a dependency); AVIF is built into Pillow 
     import pillow_jxl  # noqa: F401
 except ImportError:  # pragma: no cover - without the plugin .jxl files fail as unreadable images
     pass
+
+
+class ImageWarning(UserWarning):
+    """An image was read, but not all of it was kept (e.g. only the first frame of an animation)."""
 
 
 def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -77,21 +94,51 @@ def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: in
 
 
 def decode_image(data: bytes, *, strict_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode encoded image bytes (PNG, JPEG, WebP, ...) into HxWx3 uint8, or raise ImageError."""
+    """Decode encoded image bytes (PNG, JPEG, WebP, ...) into HxWx3 uint8, or raise ImageError.
+
+    Warns (:class:`ImageWarning`) when only the first of several frames or pages is kept.
+    """
     if not data:
         raise ImageError("empty file")
-    # Pillow's own bomb check uses a warning/exception at 2x its limit; we apply ours explicitly.
+    # Pillow's own bomb check warns above ~89 MP and raises above twice that; the limit is ours.
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
-            img.load()
-            return to_rgb_array(img, strict_alpha=strict_alpha, max_pixels=max_pixels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
+                frames = _frame_count(img)
+                img.load()
+                rgb = to_rgb_array(img, strict_alpha=strict_alpha, max_pixels=max_pixels)
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"cannot decode image: {e}") from e
+    except Image.DecompressionBombError as e:
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{m.group(1)} pixels" if m else "too many pixels"
+        raise ImageError(f"image has {size}, above the limit of {max_pixels}") from e
+    except UnidentifiedImageError as e:
+        raise ImageError("cannot decode image: not a recognised image format (or the file is damaged)") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(f"cannot decode image: {_clean(e)}") from e
+    if frames > 1:
+        warnings.warn(
+            f"image has {frames} frames (animated or multi-page): only the first was kept", ImageWarning, stacklevel=2
+        )
+    return rgb
+
+
+def _frame_count(img: Image.Image) -> int:
+    try:
+        return int(getattr(img, "n_frames", 1) or 1)
+    except Exception:  # noqa: BLE001 - counting frames of a damaged file: the first frame still decides
+        return 1
+
+
+def _clean(e: BaseException) -> str:
+    """Pillow's message without the in-memory file's repr (``<_io.BytesIO object at 0x...>``)."""
+    msg = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(e)).strip()
+    return msg or type(e).__name__
 
 
 def load_image(path: str | Path, **kw) -> np.ndarray:

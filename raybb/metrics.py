@@ -32,6 +32,7 @@ from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
 __all__ = [
     "MS_SSIM_WEIGHTS",
     "MS_SSIM_WIN_SIZE",
+    "MS_SSIM_UNDEFINED",
     "psnr",
     "mse",
     "ms_ssim",
@@ -44,6 +45,8 @@ __all__ = [
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 #: Gaussian window size (sigma 1.5), pytorch-msssim's default.
 MS_SSIM_WIN_SIZE = 11
+#: Why ``ms_ssim`` is NaN (a null in manifests): said wherever the value would have been reported.
+MS_SSIM_UNDEFINED = f"MS-SSIM undefined: the image's short side is under {MS_SSIM_WIN_SIZE} px (no SSIM window fits)"
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

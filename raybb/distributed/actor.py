@@ -4,17 +4,24 @@ Each actor builds its codec once (one model replica per GPU, or per CPU slot wit
 thread), reads its shard's objects itself, writes the outputs itself (atomically), and returns
 only small manifest rows to the driver, so the driver never holds image bytes.
 
-Per-image failures (undecodable image, too large, codec error) become ``error`` rows and the shard
-goes on. Storage failures that outlast the storage layer's retries raise out of the shard, so the
-driver retries the whole shard (possibly on another actor); outputs are atomic, so a retried
+Per-image failures (undecodable image, too large, codec error, an output key the store refuses,
+a permission error) become ``error`` rows with their cause and the shard goes on. Only transient
+storage failures that outlast the storage layer's retries (an outage) raise out of the shard, so
+the driver retries the whole shard (possibly on another actor); outputs are atomic, so a retried
 shard only rewrites complete objects with the same content.
+
+Decompression picks the model of each bitstream by the fingerprint in its header (as ``raybb
+decompress`` does): the actor's own model (``model``, or the default) first, then any installed
+model (``raybb models``, ``$RAYBB_MODELS_DIR``); loaded codecs are cached per actor.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +30,7 @@ import numpy as np
 
 from raybb.distributed.partition import Shard
 from raybb.errors import BitstreamError, ImageError, ModelMismatch, StorageError
-from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, encode_png
+from raybb.imageio import DEFAULT_MAX_PIXELS, ImageWarning, decode_image, encode_png
 from raybb.storage import (
     STATUS_ERROR,
     STATUS_OK,
@@ -58,6 +65,17 @@ def png_key_for(bitstream_key: str) -> str:
 def _err(e: BaseException) -> str:
     msg = str(e).strip().replace("\n", " ")
     return f"{type(e).__name__}: {msg}"[:1000]
+
+
+def _ms_ssim(rgb: np.ndarray, rec: np.ndarray, notes: list[str]) -> float | None:
+    """MS-SSIM, or None (null in the manifest) with a note when the image is too small for it."""
+    from raybb import metrics
+
+    v = float(metrics.ms_ssim(rgb, rec))
+    if math.isnan(v):
+        notes.append(metrics.MS_SSIM_UNDEFINED)
+        return None
+    return v
 
 
 def _load_factory(spec: str | None) -> Callable[..., Any]:
@@ -95,7 +113,14 @@ class CompressorActor:
         self.run_id = run_id
         self.verify = verify
         self.max_pixels = max_pixels
-        self.codec = _load_factory(codec_factory)(model=model, sampler=sampler, device=device)
+        self.device = device
+        self._factory = _load_factory(codec_factory)
+        self._by_fingerprint = codec_factory is None  # a custom codec is used as is
+        self.codec = self._factory(model=model, sampler=sampler, device=device)
+        #: decompress: codecs by the 8-byte fingerprint a bitstream carries (the actor's own first)
+        self._codecs: dict[bytes, Any] = {}
+        if self._by_fingerprint:
+            self._codecs[self.codec.loaded.short_fingerprint] = self.codec
         self.worker_id, self.node_id = _ray_ids()
 
     # -- small helpers -------------------------------------------------------------------------
@@ -134,18 +159,32 @@ class CompressorActor:
         return [self._compress_one(key, attempt, overwrite) for key in shard.keys]
 
     def _compress_one(self, key: str, attempt: int, overwrite: bool) -> CompressRow:
+        row = self._base_row(key, attempt)
+        try:
+            return self._compress_into(row, overwrite)
+        except StorageError as e:
+            if e.transient:
+                raise  # an outage: the driver retries the shard on a fresh actor
+            return self._finish(row, error=_err(e))
+        except Exception as e:  # noqa: BLE001 - one bad image must not stop the shard
+            return self._finish(row, error=_err(e))
+
+    def _compress_into(self, row: CompressRow, overwrite: bool) -> CompressRow:
         from raybb import metrics
 
-        row = self._base_row(key, attempt)
-        out_key = row.bitstream_key
+        key, out_key = row.key, row.bitstream_key
         assert out_key is not None
         try:
             data = read_bytes(self.src, key)
         except FileNotFoundError as e:
             return self._finish(row, error=f"source object disappeared: {_err(e)}")
         row.source_bytes, row.source_sha256 = len(data), sha256_hex(data)
+        notes: list[str] = []
         try:
-            rgb = decode_image(data, max_pixels=self.max_pixels)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ImageWarning)
+                rgb = decode_image(data, max_pixels=self.max_pixels)
+            notes += [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
         except ImageError as e:
             return self._finish(row, error=_err(e))
         del data
@@ -162,38 +201,38 @@ class CompressorActor:
                 row.bitstream_bytes, row.bitstream_sha256 = len(existing), sha256_hex(existing)
                 row.bpp = metrics.bpp(len(existing), h, w)
                 row.psnr = float(metrics.psnr(rgb, rec))
-                row.ms_ssim = float(metrics.ms_ssim(rgb, rec))
+                row.ms_ssim = _ms_ssim(rgb, rec, notes)
                 row.verified = True
                 row.status = STATUS_SKIPPED
-                return self._finish(row)
+                return self._finish(row, notes=notes)
 
-        try:
-            t0 = time.perf_counter()
-            res = self.codec.compress_with_stats(rgb)
-            seconds = time.perf_counter() - t0
-            if self.verify:
-                dec = self.codec.decompress(res.data)
-                if dec.shape != rgb.shape or not np.array_equal(dec, res.reconstruction):
-                    return self._finish(row, error="VerifyError: decoded image differs from the encoder's")
-        except StorageError:
-            raise
-        except Exception as e:  # noqa: BLE001 - one bad image must not stop the shard
-            return self._finish(row, error=_err(e))
+        t0 = time.perf_counter()
+        res = self.codec.compress_with_stats(rgb)
+        seconds = time.perf_counter() - t0
+        if self.verify:
+            dec = self.codec.decompress(res.data)
+            if dec.shape != rgb.shape or not np.array_equal(dec, res.reconstruction):
+                return self._finish(row, error="VerifyError: decoded image differs from the encoder's")
         write_atomic(self.dst, out_key, res.data)
         row.bitstream_bytes, row.bitstream_sha256 = len(res.data), sha256_hex(res.data)
         row.bpp = float(res.bpp)
         row.psnr = float(res.psnr)
         row.ms_ssim = float(res.ms_ssim)
+        if math.isnan(row.ms_ssim):
+            row.ms_ssim = None
+            notes.append(metrics.MS_SSIM_UNDEFINED)
         row.kl_bits = float(res.kl_bits)
         row.encode_seconds = float(getattr(res, "encode_seconds", None) or seconds)
         row.verified = bool(self.verify)
         row.status = STATUS_OK
-        return self._finish(row)
+        return self._finish(row, notes=notes)
 
     @staticmethod
-    def _finish(row: Any, error: str | None = None) -> Any:
+    def _finish(row: Any, error: str | None = None, notes: list[str] | None = None) -> Any:
         if error is not None:
             row.status, row.error = STATUS_ERROR, error
+        if notes:
+            row.warning = "; ".join(dict.fromkeys(notes))[:1000]
         row.finished_at = datetime.now(UTC)
         return row
 
@@ -214,23 +253,29 @@ class CompressorActor:
             run_id=self.run_id,
             attempt=attempt,
         )
-        out_key = row.output_key
+        try:
+            return self._decompress_into(row, overwrite)
+        except StorageError as e:
+            if e.transient:
+                raise  # an outage: the driver retries the shard on a fresh actor
+            return self._finish(row, error=_err(e))
+        except Exception as e:  # noqa: BLE001 - a corrupt bitstream is a row, not a crash
+            return self._finish(row, error=_err(e))
+
+    def _decompress_into(self, row: DecompressRow, overwrite: bool) -> DecompressRow:
+        key, out_key = row.key, row.output_key
         assert out_key is not None
         try:
             data = read_bytes(self.src, key)
         except FileNotFoundError as e:
             return self._finish(row, error=f"bitstream disappeared: {_err(e)}")
         row.bitstream_bytes, row.bitstream_sha256 = len(data), sha256_hex(data)
-        try:
-            t0 = time.perf_counter()
-            rgb = self.codec.decompress(data)
-            row.decode_seconds = time.perf_counter() - t0
-        except StorageError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a corrupt bitstream is a row, not a crash
-            return self._finish(row, error=_err(e))
+        t0 = time.perf_counter()
+        codec = self._codec_for(data)
+        rgb = codec.decompress(data)
+        row.decode_seconds = time.perf_counter() - t0
         row.height, row.width = int(rgb.shape[0]), int(rgb.shape[1])
-        row.model_fingerprint = self.codec.fingerprint
+        row.model_fingerprint = codec.fingerprint
         png = encode_png(rgb)
         if overwrite or not exists(self.dst, out_key):
             write_atomic(self.dst, out_key, png)
@@ -239,6 +284,26 @@ class CompressorActor:
             row.status = STATUS_SKIPPED
         row.output_bytes, row.output_sha256 = len(png), sha256_hex(png)
         return self._finish(row)
+
+    def _codec_for(self, data: bytes) -> Any:
+        """The codec for this bitstream's model: by the fingerprint in its header (cached)."""
+        if not self._by_fingerprint:
+            return self.codec
+        from raybb import bitstream
+        from raybb.registry import find_by_fingerprint
+
+        fp = bitstream.parse(data).fingerprint
+        codec = self._codecs.get(fp)
+        if codec is None:
+            path = find_by_fingerprint(fp)
+            if path is None:
+                raise ModelMismatch(
+                    f"bitstream made by model {fp.hex()}: not the given model and not installed "
+                    "(see `raybb models`; add its folder to $RAYBB_MODELS_DIR or pass --model)"
+                )
+            codec = self._factory(model=str(path), sampler=None, device=self.device)
+            self._codecs[fp] = codec
+        return codec
 
 
 def _ray_ids() -> tuple[str | None, str | None]:

@@ -21,9 +21,12 @@ against the source) and recorded as ``skipped``: nothing is recompressed, nothin
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -38,7 +41,7 @@ import ray
 
 from raybb.distributed.actor import BITSTREAM_SUFFIX, CompressorActor
 from raybb.distributed.partition import DEFAULT_SHARD_BYTES, DEFAULT_SHARD_IMAGES, Shard, plan_shards
-from raybb.errors import RaybbError
+from raybb.errors import RaybbError, StorageError
 from raybb.imageio import DEFAULT_MAX_PIXELS
 from raybb.storage import (
     COMPRESS_SCHEMA,
@@ -143,10 +146,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
     """Connect to Ray, or start a private local instance; returns True if this call did either.
 
     Already initialised: nothing. ``address`` given, ``RAY_ADDRESS`` set, or a live cluster started
-    with ``ray start`` on this machine: connect. Otherwise a private local instance on 127.0.0.1
-    with usage statistics off, no dashboard, its own temp dir (so a stale
+    with ``ray start`` on this machine: connect. Otherwise a private local instance bound to
+    127.0.0.1 only, with usage statistics off, no dashboard, its own temp dir (so a stale
     /tmp/ray/ray_current_cluster is ignored) and an object store of ``object_store_mb`` MiB (the
-    driver ships keys and rows only, so a small store is plenty).
+    driver ships keys and rows only, so a small store is plenty). Its processes and temp dir are
+    removed when the driver exits (atexit; ``ray.init`` turns SIGTERM into ``sys.exit`` and SIGINT
+    raises KeyboardInterrupt) or is killed outright (SIGKILL, OOM killer: see :func:`_start_reaper`).
     """
     if ray.is_initialized():
         return False
@@ -156,26 +161,136 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
     if address is not None:
         ray.init(address=address, configure_logging=False)
         return True
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     temp_dir = tempfile.mkdtemp(prefix="raybb-ray-", dir="/tmp")
-    atexit.register(_shutdown_private_ray, temp_dir)  # runs before Ray's own exit hook
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        _temp_dir=temp_dir,
-        object_store_memory=object_store_mb * 1024 * 1024,
-        configure_logging=False,
-    )
+    reaper = _start_reaper(temp_dir)
+    atexit.register(_shutdown_private_ray, temp_dir, reaper)  # runs before Ray's own exit hook
+    with _loopback_only(), _env({_REAPER_TAG: temp_dir}):
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=temp_dir,
+            object_store_memory=object_store_mb * 1024 * 1024,
+            configure_logging=False,
+        )
     return True
 
 
-def _shutdown_private_ray(temp_dir: str) -> None:
+@contextlib.contextmanager
+def _env(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the processes started inside the block, then restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Make a local ``ray.init`` bind every service to 127.0.0.1.
+
+    Ray maps ``_node_ip_address="127.0.0.1"`` to the machine's routable address unless
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is 0, and it reads that variable once, when ``ray`` is
+    imported (here, always before us). So the constant is switched for the call as well as the
+    variable (which the started processes inherit).
+    """
+    from ray._private import ray_constants
+
+    old = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        with _env({ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}):
+            yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = old
+
+
+#: Environment variable the private instance's processes inherit: how the reaper finds them.
+_REAPER_TAG = "RAYBB_PRIVATE_RAY"
+
+_REAPER = r"""
+import os, shutil, signal, sys, time
+temp_dir = sys.argv[1]
+tag = ("%s=" % sys.argv[2] + temp_dir).encode()
+sys.stdin.buffer.read()  # returns when the driver's end of the pipe closes: exit, crash or SIGKILL
+
+def ours(pid):
+    # tagged environment (gcs, raylet, workers), or a "ray::" process (the agents, whose
+    # environment the raylet filters) holding a file in this instance's unique temp dir
+    try:
+        with open("/proc/%d/environ" % pid, "rb") as f:
+            if tag in f.read().split(b"\0"):
+                return True
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            if not f.read().startswith(b"ray::"):
+                return False
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith(temp_dir + "/"):
+                return True
+    except OSError:
+        pass
+    return False
+
+def find():
+    if not os.path.isdir("/proc"):
+        return []
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and int(d) != os.getpid() and ours(int(d))]
+
+for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 3.0)):
+    pids = find()
+    if not pids:
+        break
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and find():
+        time.sleep(0.2)
+shutil.rmtree(temp_dir, ignore_errors=True)
+"""
+
+
+def _start_reaper(temp_dir: str) -> subprocess.Popen | None:
+    """A small process that outlives the driver and removes the private Ray it started.
+
+    It waits for EOF on a pipe from the driver (however the driver ends: exit, exception,
+    SIGKILL), then stops every process of this instance: those carrying its tag in their
+    environment (:data:`_REAPER_TAG`, unique per temp dir, so no other Ray is touched) and the
+    ``ray::`` agents holding files in its temp dir; then it deletes the temp dir. Ray's dashboard and
+    runtime-env agents otherwise outlived a SIGKILLed driver by minutes. Linux only (/proc);
+    elsewhere it just removes the temp dir.
+    """
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", _REAPER, temp_dir, _REAPER_TAG],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the driver's group must not stop it first
+            close_fds=True,
+        )
+    except OSError:
+        return None
+
+
+def _shutdown_private_ray(temp_dir: str, reaper: subprocess.Popen | None = None) -> None:
     """Stop the private instance this process started and remove its session files."""
     try:
         ray.shutdown()
     finally:
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        if reaper is not None and reaper.stdin is not None:
+            with contextlib.suppress(OSError):
+                reaper.stdin.close()  # the reaper now stops any straggler (agents) and removes temp_dir
+        else:
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _resolve_gpu(use_gpu: UseGpu) -> bool:
@@ -259,6 +374,7 @@ def _run_job(
     flush_seconds: float,
     actor_start_timeout: float,
     codec_factory: str | None,
+    allow_empty: bool,
 ) -> JobSummary:
     src_loc = resolve(src, storage_options)
     dst_loc = resolve(dst, dst_storage_options if dst_storage_options is not None else storage_options)
@@ -270,6 +386,12 @@ def _run_job(
     mloc = manifest_location(manifest, dst_loc)
     run_id = new_run_id()
     summary = JobSummary(kind=kind, run_id=run_id, src=src_loc.url, dst=dst_loc.url, manifest=mloc.url)
+    if not allow_empty and next(iter_objects(src_loc, suffixes), None) is None:
+        what = "images" if kind == "compress" else f"{BITSTREAM_SUFFIX} files"
+        raise StorageError(
+            f"no {what} under {src_loc.url}: the prefix does not exist or lists none "
+            "(a typo?); pass allow_empty=True (--allow-empty) to accept an empty source"
+        )
 
     init_ray(ray_address)
     gpu = _resolve_gpu(use_gpu)
@@ -518,7 +640,9 @@ def _requeue(
     max_attempts: int,
     fail_shard: Callable[[Shard, int, str], None],
 ) -> None:
-    reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]
+    cause = getattr(e, "cause", None) or e  # RayTaskError: the exception the actor raised
+    text = " ".join(str(cause).split())
+    reason = f"{type(cause).__name__}: {text}"[:500]
     if task.attempt >= max_attempts:
         fail_shard(task.shard, task.attempt, reason)
         return
@@ -555,6 +679,7 @@ def compress_bucket(
     flush_seconds: float = 20.0,
     actor_start_timeout: float = 900.0,
     codec_factory: str | None = None,
+    allow_empty: bool = False,
 ) -> JobSummary:
     """Compress every image under ``src`` to ``<dst>/<key>.rbb`` on Ray actors; write the manifest.
 
@@ -569,7 +694,8 @@ def compress_bucket(
     ``progress``: called with a :class:`JobProgress` after shards finish. ``storage_options``:
     fsspec options for src and dst (``dst_storage_options`` overrides for dst); credentials in them
     are never logged or stored. ``codec_factory``: ``"module:function"`` building the codec
-    (default ``raybb.codec:load_codec``).
+    (default ``raybb.codec:load_codec``). ``allow_empty``: a source that does not exist or lists no
+    image is a :class:`~raybb.errors.StorageError` (almost always a typo) unless this is True.
     """
     return _run_job(kind="compress", **_kw(locals()))
 
@@ -598,11 +724,13 @@ def decompress_bucket(
     flush_seconds: float = 20.0,
     actor_start_timeout: float = 900.0,
     codec_factory: str | None = None,
+    allow_empty: bool = False,
 ) -> JobSummary:
     """Decode every ``.rbb`` under ``src`` to PNG under ``dst`` (``a.jpg.rbb`` -> ``a.jpg.png``).
 
     Same machinery and options as :func:`compress_bucket`; the manifest (default
-    ``<dst>/_manifest.parquet``) uses the decompress schema.
+    ``<dst>/_manifest.parquet``) uses the decompress schema. Each bitstream is decoded with the
+    model its fingerprint names (``model``, else any installed model: ``raybb models``).
     """
     return _run_job(kind="decompress", verify=False, max_pixels=DEFAULT_MAX_PIXELS, **_kw(locals()))
 

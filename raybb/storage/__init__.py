@@ -5,7 +5,7 @@ Never imports torch or the codec: the Ray driver lists and plans with this alone
 
 from __future__ import annotations
 
-from raybb.storage.fs import Location, join_key, resolve, retry
+from raybb.storage.fs import Location, is_transient, join_key, resolve, retry
 from raybb.storage.listing import IMAGE_SUFFIXES, ObjectInfo, count_objects, is_hidden_key, iter_objects
 from raybb.storage.manifest import (
     COMPRESS_SCHEMA,
@@ -27,6 +27,7 @@ __all__ = [
     "Location",
     "resolve",
     "retry",
+    "is_transient",
     "join_key",
     "ObjectInfo",
     "iter_objects",

@@ -13,6 +13,7 @@ and the manifest holds only keys relative to the source/destination URL.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import time
@@ -24,11 +25,12 @@ import fsspec
 
 from raybb.errors import StorageError
 
-__all__ = ["Location", "resolve", "retry", "join_key", "NON_RETRYABLE"]
+__all__ = ["Location", "resolve", "retry", "join_key", "NON_RETRYABLE", "is_transient"]
 
 T = TypeVar("T")
 
-#: Errors that no amount of retrying fixes: the object is not there, or we may not touch it.
+#: Errors that no amount of retrying fixes (the object is not there, we may not touch it, the name
+#: is invalid...). Kept for callers that test for them; :func:`is_transient` is what decides.
 NON_RETRYABLE: tuple[type[BaseException], ...] = (
     FileNotFoundError,
     PermissionError,
@@ -40,6 +42,52 @@ NON_RETRYABLE: tuple[type[BaseException], ...] = (
     KeyError,
     NotImplementedError,
 )
+
+#: errno values of a transport that may recover: resets, refusals, timeouts, and the codes s3fs gives
+#: HTTP 500 (EREMOTEIO) and 503 SlowDown (EBUSY).
+_TRANSIENT_ERRNO = {
+    errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE, errno.EAGAIN,
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.ENETRESET, errno.EBUSY, errno.EREMOTEIO,
+}  # fmt: skip
+#: Transport error classes of botocore/aiohttp/urllib3, matched by name so that none must be imported.
+_TRANSIENT_NAMES = {
+    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
+    "IncompleteReadError", "ResponseStreamingError", "HTTPClientError", "ProxyConnectionError",
+    "ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError", "ServerTimeoutError",
+    "ProtocolError", "FSTimeoutError",
+}  # fmt: skip
+#: S3 error codes that mean "try again later".
+_TRANSIENT_CODES = {
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequestsException",
+}  # fmt: skip
+
+
+def is_transient(e: BaseException) -> bool:
+    """Whether retrying ``e`` may help: connection resets, timeouts, HTTP 5xx and throttling.
+
+    Permission, not-found, bad-name (``ENAMETOOLONG``) and argument errors are final: retrying them
+    only delays the error (eight attempts took minutes per image).
+    """
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 4:  # s3fs raises its translation `from` the botocore error
+        if isinstance(cur, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
+            return False
+        if isinstance(cur, ConnectionError | TimeoutError):
+            return True
+        if isinstance(cur, OSError) and cur.errno in _TRANSIENT_ERRNO:
+            return True
+        if any(c.__name__ in _TRANSIENT_NAMES for c in type(cur).__mro__):
+            return True
+        resp = getattr(cur, "response", None)
+        if isinstance(resp, dict):
+            code = str(resp.get("Error", {}).get("Code", ""))
+            status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500) or code[:1] == "5":
+                return True
+        cur, seen = cur.__cause__, seen + 1
+    return False
 
 
 def _env_endpoint() -> str | None:
@@ -143,18 +191,20 @@ def retry(
 
     An S3 endpoint that restarts or throttles shows up as connection errors or 5xx for a few
     seconds; eight attempts with delays 0.25, 0.5, ... capped at 8 s ride out ~30 s of outage.
-    Errors in :data:`NON_RETRYABLE` are raised at once; anything else still failing after the last
-    attempt becomes a :class:`StorageError` naming ``what`` (a key, never credentials).
+    Only errors :func:`is_transient` accepts are retried. ``FileNotFoundError`` is raised as is
+    (callers use it to mean "absent"); any other failure becomes a :class:`StorageError` naming
+    ``what`` (a key, never credentials) and the real cause, at once if it is not transient, after the
+    last attempt if it is (then with ``transient=True``).
     """
     last: BaseException | None = None
     for i in range(attempts):
         try:
             return fn()
-        except NON_RETRYABLE:
+        except (FileNotFoundError, StorageError):
             raise
-        except StorageError:
-            raise
-        except Exception as e:  # noqa: BLE001 - transient transport errors come in many types
+        except Exception as e:  # noqa: BLE001 - storage errors come in many types; classify them
+            if not is_transient(e):
+                raise StorageError(f"{what}: {_describe(e)}") from e
             last = e
             if i == attempts - 1:
                 break
@@ -162,4 +212,13 @@ def retry(
                 on_retry(i + 1, e)
             delay = min(max_delay, base_delay * (2**i)) * (0.5 + random.random() / 2)
             time.sleep(delay)
-    raise StorageError(f"{what}: failed after {attempts} attempts: {type(last).__name__}: {last}") from last
+    assert last is not None
+    err = StorageError(f"{what}: failed after {attempts} attempts: {_describe(last)}")
+    err.transient = True
+    raise err from last
+
+
+def _describe(e: BaseException) -> str:
+    """``Type: message`` on one line (OSError's ``[Errno 36] File name too long: 'path'`` kept)."""
+    msg = " ".join(str(e).split())
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__

@@ -42,7 +42,13 @@ node_id             string          Ray node id of that actor
 run_id              string          job run that produced the row (resume keeps older runs' rows)
 attempt             int16           1 + number of shard retries before this row
 finished_at         timestamp[ms]   UTC time the row was produced
+warning             string          what was read or reported differently from the usual, on an
+                                    ``ok``/``skipped`` row: only the first frame of an animated or
+                                    multi-page image was kept; MS-SSIM is null because the image's
+                                    short side is under 11 px (null when there is nothing to say)
 ==================  ==============  =============================================================
+
+Manifests written before a column existed are read with that column null.
 
 Decompress manifest schema (:data:`DECOMPRESS_SCHEMA`): ``key`` (bitstream key), ``status``,
 ``error``, ``bitstream_bytes``, ``bitstream_sha256``, ``output_key`` (PNG key), ``output_bytes``,
@@ -115,6 +121,7 @@ COMPRESS_SCHEMA = pa.schema(
         ("run_id", pa.string()),
         ("attempt", pa.int16()),
         ("finished_at", _TS),
+        ("warning", pa.string()),
     ]
 )
 
@@ -173,6 +180,7 @@ class CompressRow:
     run_id: str | None = None
     attempt: int | None = None
     finished_at: datetime | None = None
+    warning: str | None = None
 
 
 @dataclass
@@ -321,6 +329,10 @@ def _read_table(loc: Location, key: str | None, schema: pa.Schema) -> pa.Table |
     if data is None:
         return None
     table = pq.read_table(io.BytesIO(data))
+    for name in schema.names:  # written by a version without this column
+        if name not in table.column_names:
+            typ = schema.field(name).type
+            table = table.append_column(pa.field(name, typ), pa.nulls(table.num_rows, typ))
     return table.select(schema.names).cast(schema)
 
 

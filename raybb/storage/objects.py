@@ -3,8 +3,9 @@
 A crash (killed actor, lost node, killed driver) must never leave a half-written bitstream under
 its final key, because resume treats an existing output as done. So:
 
-* local files: write ``.<name>.tmp-<random>`` in the same directory, fsync, then ``os.replace``
-  (atomic on POSIX); the temp name is hidden from listings (leading '.').
+* local files: write ``.raybb-tmp-<random>`` in the same directory, fsync, then ``os.replace``
+  (atomic on POSIX); the temp name is hidden from listings (leading '.') and short whatever the
+  key's length (a name near the 255-byte limit must not fail only because of its temp file).
 * S3 and other object stores: one ``PUT`` of the whole body (``pipe_file``). An object store makes
   an object visible only when its upload completed, so the key is write-once-complete by design.
 * ``memory://``: a single dict assignment.
@@ -75,9 +76,9 @@ def write_atomic(loc: Location, key: str, data: bytes, *, attempts: int = 8) -> 
 
 
 def _write_local_atomic(path: str, data: bytes) -> None:
-    d, name = os.path.split(path)
+    d = os.path.dirname(path)
     os.makedirs(d or ".", exist_ok=True)
-    tmp = os.path.join(d, f".{name}.tmp-{uuid.uuid4().hex[:12]}")
+    tmp = os.path.join(d, f".raybb-tmp-{uuid.uuid4().hex[:16]}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)

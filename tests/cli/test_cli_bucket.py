@@ -48,3 +48,11 @@ def test_bucket_compress_then_decompress(tmp_path, ray_session):
     )
     assert r.exit_code == 0, r.output
     assert len(list(restored.rglob("*.png"))) == 3
+
+
+def test_bucket_allow_empty_accepts_a_missing_source(tmp_path, ray_session):
+    r = CliRunner().invoke(
+        app, ["bucket", "compress", str(tmp_path / "nothing"), str(tmp_path / "dst"), "--allow-empty"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "(of 0)" in r.output

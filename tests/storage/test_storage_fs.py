@@ -160,3 +160,54 @@ def test_s3_survives_server_restart(tmp_path, s3):
         t.join()
     assert done.is_set()
     assert read_bytes(loc, "b.png") == b"during"
+
+
+def test_only_transient_errors_are_retried():
+    """Permission, bad-name and argument errors fail at once as StorageError, with the real cause."""
+    import errno
+
+    from raybb.storage import is_transient
+
+    for exc in (
+        PermissionError("Forbidden"),
+        OSError(errno.ENAMETOOLONG, "File name too long"),
+        ValueError("bad bucket name"),
+        IsADirectoryError("x"),
+    ):
+        calls = []
+
+        def fail(exc=exc, calls=calls):
+            calls.append(1)
+            raise exc
+
+        with pytest.raises(StorageError, match=f"k: {type(exc).__name__}") as info:
+            retry(fail, what="k", base_delay=0.001)
+        assert len(calls) == 1 and info.value.__cause__ is exc and not info.value.transient
+        assert not is_transient(exc)
+    for exc in (ConnectionResetError("reset"), TimeoutError(), OSError(errno.EBUSY, "SlowDown")):
+        assert is_transient(exc), exc
+    with pytest.raises(StorageError) as info:
+        retry(lambda: (_ for _ in ()).throw(ConnectionResetError("x")), what="k", attempts=2, base_delay=0.001)
+    assert info.value.transient
+
+
+def test_long_keys_write_atomically(tmp_path):
+    """The temporary name must not grow with the key: a 250-byte name is legal on every local fs."""
+    loc = resolve(str(tmp_path))
+    key = "d/" + "k" * 246 + ".rbb"
+    write_atomic(loc, key, b"data", attempts=1)
+    assert (tmp_path / key).read_bytes() == b"data"
+    assert [p.name for p in (tmp_path / "d").iterdir()] == ["k" * 246 + ".rbb"]
+    # a name the file system refuses is a StorageError naming the cause, not retried for minutes
+    with pytest.raises(StorageError, match="File name too long"):
+        write_atomic(loc, "k" * 300 + ".rbb", b"data")
+
+
+@pytest.mark.s3
+def test_wrong_s3_secret_is_one_storage_error(s3):
+    bad = dict(s3.storage_options, secret="not-the-secret")
+    loc = resolve("s3://raybb-perm/x", bad)
+    for call in (lambda: list(iter_objects(loc)), lambda: read_bytes(loc, "a.png"),
+                 lambda: write_atomic(loc, "a.rbb", b"x")):  # fmt: skip
+        with pytest.raises(StorageError, match="PermissionError"):
+            call()
