@@ -500,7 +500,8 @@ def train(cfg: FastConfig, on_log=None) -> dict:
     seconds = time.time() - t_ready
     final = save(step, seconds, final=True)
     log({"event": "done", "steps": step, "train_pixels_per_s": final["train_pixels_per_s"],
-         "fraction_of_peak_bf16": final["fraction_of_peak_bf16"], "wall_s": round(time.time() - t_start, 1)})  # fmt: skip
+         "fraction_of_peak_bf16": final["fraction_of_peak_bf16"],
+         "wall_s": round(time.time() - t_start, 1)})  # fmt: skip
     return final
 
 
@@ -508,7 +509,7 @@ def _parser() -> argparse.ArgumentParser:
     d = FastConfig()
     p = argparse.ArgumentParser(prog="python -m raybb.train.fast", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=d.out)
-    p.add_argument("--data", nargs="+", default=d.data, help="image folders/files (a pack from tools/pack_train_data.py)")
+    p.add_argument("--data", nargs="+", default=d.data, help="image folders/files (tools/pack_train_data.py)")
     p.add_argument("--val-data", nargs="*", default=d.val_data)
     p.add_argument("--val-images", type=int, default=d.val_images)
     p.add_argument("--arch", default=d.arch)
@@ -548,9 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(m), flush=True)
 
     final = train(cfg, on_log=show)
+    peak = final["fraction_of_peak_bf16"]
     print(
         f"done: {final['steps']} steps, {final['train_pixels_per_s'] / 1e6:.1f} M px/s"
-        + (f", {final['fraction_of_peak_bf16']:.1%} of {cfg.peak_tflops:.0f} TFLOP/s" if final["achieved_tflops"] else "")
+        + (f", {peak:.1%} of {cfg.peak_tflops:.0f} TFLOP/s" if peak is not None else "")
         + f"; weights {final['files']} in {cfg.out}",
         flush=True,
     )
