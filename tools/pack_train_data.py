@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import random
+import subprocess
 import sys
 from pathlib import Path
 
@@ -95,6 +96,23 @@ def pack(
     return info
 
 
+LIMIT = 64 * 2**20  # what the device tool carries: tracked + untracked-not-ignored files + carried paths
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def travel_size(repo: Path, carried: list[Path]) -> int:
+    """Bytes the device tool would copy: files git does not ignore, plus the carried paths."""
+    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                         capture_output=True, check=True).stdout  # fmt: skip
+    files = [repo / f for f in out.decode().split("\0") if f]
+    return sum(f.stat().st_size for f in files if f.is_file()) + sum(_size(c) for c in carried)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--src", type=Path, default=Path("../shared/datasets/train"))
@@ -116,7 +134,14 @@ def main(argv: list[str] | None = None) -> int:
                 min_side=a.min_side, seed=a.seed)  # fmt: skip
     print(f"{info['train_images']} of {info['candidates']} training images ({info['train_pixels'] / 1e6:.1f} M px), "
           f"{info['val_images']} validation images, {info['bytes'] / 1e6:.1f} MB in {a.out}")  # fmt: skip
-    return 0
+    try:
+        total = travel_size(Path.cwd(), [a.out.parent])
+    except (OSError, subprocess.SubprocessError, ValueError) as e:  # not a git checkout
+        print(f"(could not size the working tree: {e})")
+        return 0
+    print(f"working tree that travels with carry={a.out.parent}: {total / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} MiB"
+          + ("  -- TOO LARGE: lower --max-mb or carry less" if total > LIMIT else ""))  # fmt: skip
+    return 0 if total <= LIMIT else 3
 
 
 if __name__ == "__main__":

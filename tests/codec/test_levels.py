@@ -97,3 +97,28 @@ def test_sections_that_do_not_fit_the_model_raise_typed(photo):
     for b in bad:
         with pytest.raises(CorruptPayload):
             decompress_rgb(model, bitstream.pack(b), fp)
+
+
+@pytest.mark.slow
+def test_trained_variable_rate_model_rate_is_monotonic(photo):
+    """With trained variable-rate weights (RAYBB_VARIABLE_RATE_WEIGHTS: a weights file or a
+    raybb.train.fast run folder), every rate index across the range gives a decodable stream whose
+    size grows with the index. Skipped without weights: a briefly CPU-trained tiny model is not
+    monotonic yet (docs/model.md)."""
+    import os
+
+    from raybb.train.fast import load_run_weights
+
+    path = os.environ.get("RAYBB_VARIABLE_RATE_WEIGHTS")
+    if not path:
+        pytest.skip("set RAYBB_VARIABLE_RATE_WEIGHTS to trained variable-rate weights")
+    loaded = load_run_weights(path)
+    model = loaded.model
+    assert model.rate_levels > 1
+    samplers = samplers_for(model, *parse_pipeline("pfr"))
+    sizes = []
+    for r in np.linspace(0, model.rate_levels - 1, 6).round().astype(int).tolist():
+        data, rec, _ = compress_rgb(model, photo, samplers, 7, loaded.short_fingerprint, rate=r)
+        assert np.array_equal(decompress_rgb(model, data, loaded.short_fingerprint), rec)
+        sizes.append(len(data))
+    assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False)), sizes
