@@ -5,7 +5,7 @@
 # Defaults: the channel-ladder (N=128, M=192, variable rate), bf16, channels-last, 32 x 256² crops
 # from .gpu/data/train, 8 minutes of wall clock (data loading included), checkpoints every 2
 # minutes, resuming from .gpu/resume when it exists. Output: $OUT/run/ (weights as float16 files of
-# at most 15.5 MiB, manifest.json with lineage and pixels/s, metrics.jsonl).
+# at most 15.9 MiB, manifest.json with lineage and pixels/s, metrics.jsonl).
 # Every setting is an environment variable: MINUTES ARCH MODEL INIT BETA BATCH PATCH LR DEVICE
 # COMPILE=1 DATA VAL PYTHON, and ARGS for any further raybb.train.fast flag.
 # CPU dry run (what tests/train_loop/test_fast.py runs):

@@ -3,7 +3,7 @@
 The device tool copies the working tree (tracked files + carried paths) and nothing else, at most
 64 MiB in all; ``../shared`` does not travel. The repository itself is ~39 MB (36 MB of it the
 shipped PLN weights), and a float16 channel-ladder checkpoint to resume from is ~16 MB, so the
-training photos must fit in what is left (``--max-mb``, 10 by default). The pack holds a seeded
+training photos must fit in what is left (``--max-mb``, 8 by default). The pack holds a seeded
 random subset of the training photos (cid22/validation excluded: it is the held-out split),
 re-encoded as JPEG (4:4:4, ``--quality``, optionally downscaled by ``--scale``), plus the first
 ``--val-count`` held-out images for validation, and ``pack.json`` naming every source file and its
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=Path, default=Path("../shared/datasets/train/cid22/validation"))
     p.add_argument("--val-count", type=int, default=4)
     p.add_argument("--out", type=Path, default=Path(".gpu/data"))
-    p.add_argument("--max-mb", type=float, default=10.0)
+    p.add_argument("--max-mb", type=float, default=8.0)
     p.add_argument("--quality", type=int, default=90)
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--min-side", type=int, default=256, help="drop images smaller than the training patch")

@@ -102,7 +102,8 @@ def test_gpu_command_dry_run_on_cpu(pack, tmp_path):
     """tools/gpu_train.sh itself, with DEVICE=cpu and a tiny model: the same command the GPU runs."""
     env = {**os.environ, "DEVICE": "cpu", "MODEL": json.dumps(TINY), "PATCH": "64", "BATCH": "2",
            "DATA": str(pack / "train"), "VAL": str(pack / "val"), "OUT": str(tmp_path),
-           "PYTHON": sys.executable, "ARGS": "--max-steps 4 --threads 1 --log-every 2 --val-images 1"}  # fmt: skip
+           "PYTHON": sys.executable,
+           "ARGS": "--max-steps 4 --threads 1 --log-every 2 --val-images 1 --checkpoint-minutes 0.0001"}  # fmt: skip
     r = subprocess.run(["bash", str(REPO / "tools" / "gpu_train.sh")], env=env, capture_output=True, text=True,
                        timeout=120, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -113,3 +114,6 @@ def test_gpu_command_dry_run_on_cpu(pack, tmp_path):
     m = json.loads((run / "manifest.json").read_text())
     assert m["steps"] == 4 and m["arch"] == "channel-ladder" and m["train_config"]["device"] == "cpu"
     assert load_run_weights(run).fingerprint == m["fingerprint"]
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    checkpoints = [e for e in events if e.get("event") == "checkpoint"]
+    assert len(checkpoints) >= 2 and checkpoints[-1]["step"] == 4  # periodic checkpoints, then the final one
