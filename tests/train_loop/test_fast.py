@@ -117,3 +117,14 @@ def test_gpu_command_dry_run_on_cpu(pack, tmp_path):
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     checkpoints = [e for e in events if e.get("event") == "checkpoint"]
     assert len(checkpoints) >= 2 and checkpoints[-1]["step"] == 4  # periodic checkpoints, then the final one
+
+
+def test_trainer_imports_only_what_the_gpu_image_has():
+    """The device image has torch, numpy, safetensors and Pillow but not constriction (the coder),
+    Ray or typer: the trainer must not pull them in."""
+    code = (
+        "import sys, raybb.train.fast; "
+        "print(','.join(m for m in ('constriction', 'raybb.coding', 'ray', 'typer', 'fsspec') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == ""
