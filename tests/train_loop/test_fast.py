@@ -128,3 +128,22 @@ def test_trainer_imports_only_what_the_gpu_image_has():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == ""
+
+
+def test_training_loop_builds_registered_fixed_rate_architectures(pack, tmp_path):
+    """``raybb train``'s loop trains any registered fixed-rate architecture through the protocol and
+    refuses a variable-rate one (that needs β per example: raybb.train.fast)."""
+    from raybb.train.loop import TrainConfig, TrainingLoop
+
+    fixed = {**TINY, "beta_anchors": 0, "rate_levels": 0, "likelihood": "laplace", "gamma_floor": 1.0}
+    cfg = TrainConfig(data=[str(pack / "train")], exclude=[], val_data=[str(pack / "val")], val_images=1,
+                      arch="channel-ladder", model=fixed, beta=0.05, steps=2, batch=2, patch=64,
+                      num_threads=1)  # fmt: skip
+    loop = TrainingLoop(cfg)
+    m = loop.train_step()
+    assert m["step"] == 1 and np.isfinite(m["loss"]) and m["bpp_level2"] >= 0
+    assert set(loop.validate()) >= {"val_bpp", "val_psnr_mean"}
+    loop.save_checkpoint(tmp_path / "ck")
+    assert load_weights(tmp_path / "ck" / "model.safetensors").arch == "channel-ladder"
+    with pytest.raises(ValueError, match="variable-rate"):
+        TrainingLoop(TrainConfig(**{**cfg.to_dict(), "model": TINY}))
