@@ -104,7 +104,7 @@ def test_trained_variable_rate_model_rate_is_monotonic(photo):
     """With trained variable-rate weights (RAYBB_VARIABLE_RATE_WEIGHTS: a weights file or a
     raybb.train.fast run folder), every rate index across the range gives a decodable stream whose
     size grows with the index. Skipped without weights: a briefly CPU-trained tiny model is not
-    monotonic yet (docs/model.md)."""
+    necessarily monotonic after a few hundred steps (docs/model.md)."""
     import os
 
     from raybb.train.fast import load_run_weights
