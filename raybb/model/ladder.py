@@ -34,6 +34,7 @@ from torch import nn
 
 from raybb.model.distributions import STD_FLOOR, Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
 from raybb.model.layers import GDN, MirrorConv2d, MirrorUpConv2d
+from raybb.model.protocol import LatentSpec, RDTerms
 
 __all__ = ["LadderConfig", "LadderNetwork", "LadderOutput", "TOTAL_STRIDE", "VARIANTS", "pad_to_stride", "variant_of"]
 
@@ -108,6 +109,12 @@ def pad_to_stride(x: torch.Tensor, stride: int = TOTAL_STRIDE) -> tuple[torch.Te
 
 
 class LadderNetwork(nn.Module):
+    """The seed's PLN / γ-PLN; implements ``raybb.model.protocol.LatentModel`` (arch "pln")."""
+
+    arch = "pln"
+    pad_stride = TOTAL_STRIDE
+    rate_levels = 0  # fixed rate: one network per β
+
     def __init__(self, config: LadderConfig | None = None):
         super().__init__()
         self.config = c = config or LadderConfig()
@@ -192,6 +199,41 @@ class LadderNetwork(nn.Module):
     def synthesize(self, z1: torch.Tensor) -> torch.Tensor:
         """Laplace mean x̂ in [0,1] units (unclamped; callers clamp for display)."""
         return (self._stack(self.g_s, z1) + 1.0) * 0.5
+
+    # -- the LatentModel protocol (raybb.model.protocol): z2 is coded first (level 2), then z1 (level 1)
+    def latents(self) -> tuple[LatentSpec, ...]:
+        c = self.config
+        return (LatentSpec(2, c.G, TOTAL_STRIDE), LatentSpec(1, c.M, TOTAL_STRIDE // 4))
+
+    def conditioning(self, rate: int | None = None, batch: int = 1, device=None) -> None:
+        if rate is not None:
+            raise ValueError("the PLN is a fixed-rate model: it takes no rate index")
+        return None
+
+    def analyze(self, x: torch.Tensor, cond=None) -> Gaussian:
+        return self.bottom_up(x)
+
+    def prior(self, index: int, decoded: list[torch.Tensor], cond, shape: tuple[int, ...]) -> Gaussian:
+        if index == 0:
+            zeros = torch.zeros(shape, device=self.g_s[0].conv.conv.weight.device)
+            return Gaussian(zeros, torch.ones_like(zeros))
+        if index == 1:
+            return self.prior1(decoded[0])
+        raise IndexError(f"the PLN has 2 latents, not {index + 1}")
+
+    def posterior(self, index: int, features: Gaussian, decoded, prior: Gaussian, cond=None) -> Gaussian:
+        if index == 0:
+            return self.posterior2(features)
+        if index == 1:
+            return self.posterior1(features, prior)
+        raise IndexError(f"the PLN has 2 latents, not {index + 1}")
+
+    def reconstruct(self, decoded: list[torch.Tensor], cond=None) -> torch.Tensor:
+        return self.synthesize(decoded[-1])
+
+    def rd_terms(self, x: torch.Tensor, beta: torch.Tensor | None = None, sample: bool = True) -> RDTerms:
+        out = self.forward(x, sample=sample)
+        return RDTerms(x_hat=out.x_hat, nll=out.nll, kl=out.kl1 + out.kl2, kl_by_level={2: out.kl2, 1: out.kl1})
 
     # -- training / evaluation pass ---------------------------------------------------------
     def forward(self, x: torch.Tensor, sample: bool = True) -> LadderOutput:

@@ -4,10 +4,14 @@ A weights file is a plain ``.safetensors`` file (no pickle: safe to open from an
 header metadata holds:
 
 * ``raybb.format``      "1"
-* ``raybb.config``      LadderConfig as JSON (the architecture)
+* ``raybb.arch``        the architecture's registry name (``raybb.model.arch``); absent = "pln",
+                        the seed's ladder network, so files written before the registry load
+                        unchanged and keep their fingerprints
+* ``raybb.config``      the architecture's config dataclass as JSON
 * ``raybb.meta``        free-form JSON (β, steps, dataset fingerprint, Kodak metrics, ...)
-* ``raybb.fingerprint`` hex SHA-256 over the architecture JSON and every tensor (name, dtype,
-                        shape, bytes), sorted by name.
+* ``raybb.fingerprint`` hex SHA-256 over the architecture (its name, for any other than "pln",
+                        and its config JSON) and every tensor (name, dtype, shape, bytes), sorted
+                        by name.
 
 Tensors are stored as float32 (training checkpoints) or float16 (shipped weights: half the
 size, and measured on Kodak to move PSNR by ≤ 0.002 dB and the rate by ≤ 0.0001 bpp, since every
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +36,7 @@ from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
 from raybb.errors import WeightsError
+from raybb.model.arch import DEFAULT_ARCH, MAX_CHANNELS, arch_of, get_architecture
 from raybb.model.ladder import LadderConfig, LadderNetwork
 
 __all__ = [
@@ -44,6 +48,7 @@ __all__ = [
     "FORMAT_VERSION",
     "STORAGE_DTYPES",
     "lineage",
+    "MAX_CHANNELS",
 ]
 
 FORMAT_VERSION = "1"
@@ -54,18 +59,23 @@ STORAGE_DTYPES = (torch.float32, torch.float16)
 
 @dataclass
 class LoadedModel:
-    model: LadderNetwork
-    config: LadderConfig
+    model: LadderNetwork  # or any registered architecture (raybb.model.protocol.LatentModel)
+    config: LadderConfig  # that architecture's config dataclass
     meta: dict = field(default_factory=dict)
     fingerprint: str = ""  # full hex sha256
+    arch: str = DEFAULT_ARCH
 
     @property
     def short_fingerprint(self) -> bytes:
         return bytes.fromhex(self.fingerprint)[:FINGERPRINT_BYTES]
 
 
-def fingerprint(state: dict[str, torch.Tensor], config: LadderConfig) -> str:
+def fingerprint(state: dict[str, torch.Tensor], config, arch: str = DEFAULT_ARCH) -> str:
+    """SHA-256 over architecture and tensors. The PLN's hash has no arch name in it (files from
+    before the registry keep their fingerprints); every other architecture's name is hashed first."""
     h = hashlib.sha256()
+    if arch != DEFAULT_ARCH:
+        h.update(b"raybb.arch\0" + arch.encode() + b"\0")
     h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
     for name in sorted(state):
         t = state[name].detach().to("cpu").contiguous()
@@ -93,13 +103,16 @@ def save_weights(
         bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
         if bad:
             raise ValueError(f"parameters {bad[:3]} overflow {dtype}; store this model as float32")
-    fp = fingerprint(state, model.config)
+    arch = arch_of(model)
+    fp = fingerprint(state, model.config, arch)
     md = {
         "raybb.format": FORMAT_VERSION,
         "raybb.config": json.dumps(model.config.to_dict(), sort_keys=True),
         "raybb.meta": json.dumps(meta or {}, sort_keys=True),
         "raybb.fingerprint": fp,
     }
+    if arch != DEFAULT_ARCH:  # PLN files stay exactly as before the registry
+        md["raybb.arch"] = arch
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -139,35 +152,36 @@ def _read(path: str | Path) -> bytes:
         raise WeightsError(f"cannot read weights file {path}: {e}") from e
 
 
-MAX_CHANNELS = 4096  # sanity bound on channel counts read from a file (the seed used 196)
-
-
 def _check_config(config: LadderConfig, origin: str) -> None:
-    """Reject field types/values the network cannot be built from: the fingerprint is only a hash
-    (anyone can recompute it), so a file's config is untrusted input and must fail as WeightsError,
-    not as a TypeError deep inside torch or a huge allocation."""
-    for name in ("N", "M", "F", "G"):
-        v = getattr(config, name)
-        if type(v) is not int or not 1 <= v <= MAX_CHANNELS:
-            raise WeightsError(f"{origin}: bad architecture: {name}={v!r} (not an int in 1..{MAX_CHANNELS})")
-    if type(config.learn_scale) is not bool:
-        raise WeightsError(f"{origin}: bad architecture: learn_scale={config.learn_scale!r}")
-    g = config.gamma_floor
-    if type(g) not in (int, float) or not (math.isfinite(g) and g > 0):
-        raise WeightsError(f"{origin}: bad architecture: gamma_floor={g!r} (expected a positive number)")
+    """The PLN's config check as ``WeightsError`` (kept for callers of the pre-registry API)."""
+    try:
+        get_architecture(DEFAULT_ARCH).check(config)
+    except ValueError as e:
+        raise WeightsError(f"{origin}: {e}") from e
 
 
 def _check_md(md: dict[str, str], origin: str) -> dict:
     if md.get("raybb.format") != FORMAT_VERSION:
         raise WeightsError(f"{origin}: not a raybb weights file (format {md.get('raybb.format')!r})")
+    arch_name = md.get("raybb.arch", DEFAULT_ARCH)
     try:
-        config = LadderConfig.from_dict(json.loads(md["raybb.config"]))
+        arch = get_architecture(arch_name)
+    except KeyError as e:
+        raise WeightsError(f"{origin}: {e.args[0]}") from e
+    try:
+        raw = json.loads(md["raybb.config"])
         meta = json.loads(md.get("raybb.meta", "{}"))
         fp = md["raybb.fingerprint"]
+        if not isinstance(raw, dict):
+            raise ValueError("raybb.config is not a JSON object")
     except (KeyError, ValueError, TypeError) as e:
         raise WeightsError(f"{origin}: bad raybb metadata: {e}") from e
-    _check_config(config, origin)
-    return {"config": config, "meta": meta, "fingerprint": fp}
+    try:
+        config = arch.config_from_dict(raw)
+    except (ValueError, TypeError) as e:
+        msg = str(e) if str(e).startswith("bad architecture") else f"bad raybb metadata: {e}"
+        raise WeightsError(f"{origin}: {msg} (architecture {arch_name!r})") from e
+    return {"config": config, "meta": meta, "fingerprint": fp, "arch": arch_name}
 
 
 def load_weights(path: str | Path | bytes, device: str | torch.device = "cpu") -> LoadedModel:
@@ -176,12 +190,13 @@ def load_weights(path: str | Path | bytes, device: str | torch.device = "cpu") -
     data = bytes(path) if isinstance(path, bytes | bytearray) else _read(path)
     state, md = _parse(data, origin)
     info = _check_md(md, origin)
-    config: LadderConfig = info["config"]
-    actual = fingerprint(state, config)
+    config = info["config"]
+    arch = get_architecture(info["arch"])
+    actual = fingerprint(state, config, arch.name)
     if actual != info["fingerprint"]:
         raise WeightsError(f"{origin}: fingerprint mismatch (file corrupted or edited)")
     with torch.device("meta"):  # shapes only: nothing is allocated before the file is known to fit
-        expected = LadderNetwork(config).state_dict()
+        expected = arch.build(config).state_dict()
     if set(expected) != set(state):
         missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
         raise WeightsError(
@@ -192,10 +207,10 @@ def load_weights(path: str | Path | bytes, device: str | torch.device = "cpu") -
             raise WeightsError(f"{origin}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}")
         if v.dtype not in STORAGE_DTYPES:  # save_weights writes float32 or float16 only
             raise WeightsError(f"{origin}: tensor {k} has dtype {v.dtype}, expected torch.float32 or torch.float16")
-    model = LadderNetwork(config)
+    model = arch.build(config)
     model.load_state_dict({k: v.float() for k, v in state.items()})  # float16 → float32 is exact
     model.eval().requires_grad_(False)
-    return LoadedModel(model=model.to(device), config=config, meta=info["meta"], fingerprint=actual)
+    return LoadedModel(model=model.to(device), config=config, meta=info["meta"], fingerprint=actual, arch=arch.name)
 
 
 def lineage(model: LoadedModel, name: str) -> dict:

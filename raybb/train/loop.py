@@ -29,7 +29,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from raybb.metrics import ms_ssim, psnr
-from raybb.model.ladder import LadderConfig, LadderNetwork, pad_to_stride, variant_of
+from raybb.model.arch import get_architecture
+from raybb.model.ladder import LadderNetwork, pad_to_stride, variant_of
+from raybb.model.protocol import RDTerms
 from raybb.model.weights import lineage, load_weights, save_weights
 from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, load_images
 
@@ -56,7 +58,10 @@ class TrainConfig:
     exclude: list[str] = field(default_factory=lambda: ["cid22/validation"])
     val_data: list[str] = field(default_factory=lambda: _env_paths(VAL_DATA_ENV))
     val_images: int = 12  # validation images used at each evaluation (first N, sorted)
-    model: dict = field(default_factory=dict)  # LadderConfig fields
+    model: dict = field(default_factory=dict)  # the architecture's config fields (LadderConfig for "pln")
+    #: a registered fixed-rate architecture (raybb.model.arch); variable-rate models train with
+    #: raybb.train.fast, which draws β per example
+    arch: str = "pln"
     beta: float = 4.0
     steps: int = 20000
     batch: int = 8
@@ -110,19 +115,26 @@ def evaluate_images(net: LadderNetwork, images: Sequence[torch.Tensor], seed: in
             xp, (h, w) = pad_to_stride(x)
             n = h * w
             for mode, sample in (("sample", True), ("mean", False)):
-                out = net(xp, sample=sample)
+                out = _terms(net(xp, sample=sample))
                 rec = out.x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
                 rec_np = rec.permute(1, 2, 0).cpu().contiguous().numpy()
                 acc.setdefault(f"val_psnr_{mode}", []).append(psnr(ref, rec_np))
                 acc.setdefault(f"val_ms_ssim_{mode}", []).append(ms_ssim(ref, rec_np))
                 if sample:
-                    b2 = float(out.kl2.sum()) / LN2 / n
-                    acc.setdefault("val_bpp", []).append(float(out.kl1.sum()) / LN2 / n + b2)
+                    b2 = float(out.kl_by_level[2].sum()) / LN2 / n if 2 in out.kl_by_level else 0.0
+                    acc.setdefault("val_bpp", []).append(float(out.kl.sum()) / LN2 / n)
                     acc.setdefault("val_bpp_level2", []).append(b2)
     net.train(was_training)
     res = {k: float(np.mean(v)) for k, v in acc.items()}
     res["val_images"] = len(images)
     return res
+
+
+def _terms(out) -> RDTerms:
+    """The loss terms of a forward pass: the PLN's LadderOutput or any model's RDTerms."""
+    if isinstance(out, RDTerms):
+        return out
+    return RDTerms(x_hat=out.x_hat, nll=out.nll, kl=out.kl1 + out.kl2, kl_by_level={2: out.kl2, 1: out.kl1})
 
 
 def _trainable(net: LadderNetwork) -> LadderNetwork:
@@ -165,9 +177,12 @@ class TrainingLoop:
             self.fine_tuned_from = lineage(init, Path(init_weights).stem)
             # the weights fix the architecture (whatever ``cfg.model`` said): record the real one,
             # so checkpoints' train_config and config.json describe the model actually trained
-            self.cfg = cfg = replace(cfg, model=init.config.to_dict())
+            self.cfg = cfg = replace(cfg, model=init.config.to_dict(), arch=init.arch)
         else:
-            self.net = LadderNetwork(LadderConfig.from_dict(cfg.model))
+            arch = get_architecture(cfg.arch)
+            self.net = arch.build(arch.config_from_dict(cfg.model))
+        if self.net.rate_levels:
+            raise ValueError("a variable-rate model needs β per example: train it with raybb.train.fast")
         self.net.to(self.device)
         self.net.compute_dtype = PRECISIONS[cfg.precision]
         # bf16 convolutions are ~20% faster in channels-last layout (oneDNN/AMX, tensor cores);
@@ -210,9 +225,9 @@ class TrainingLoop:
         beta = self.beta_at(self.step)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
-        out = self.model(x)
+        out = _terms(self.model(x))
         pixels = x.shape[-1] * x.shape[-2]
-        kl = out.kl1 + out.kl2
+        kl = out.kl
         loss = ((out.nll + beta * kl) / pixels).mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step}")
@@ -229,7 +244,7 @@ class TrainingLoop:
             "beta": beta,
             "lr": self.lr_at(self.step - 1),
             "bpp": (kl / pixels).mean().item() / LN2,
-            "bpp_level2": (out.kl2 / pixels).mean().item() / LN2,
+            "bpp_level2": (out.kl_by_level[2] / pixels).mean().item() / LN2 if 2 in out.kl_by_level else 0.0,
             "psnr": 10 * math.log10(1.0 / max(mse, 1e-10)),
             "gamma": self.net.likelihood.gamma().mean().item() * 255,
             "grad_norm": float(gnorm),
@@ -255,7 +270,7 @@ class TrainingLoop:
         return {
             "beta": self.cfg.beta,
             "steps": self.step,
-            "variant": variant_of(self.net.config),
+            "variant": variant_of(self.net.config) if self.net.arch == "pln" else self.net.arch,
             "train_config": self.cfg.to_dict(),
             "dataset_fingerprint": self.data_fingerprint(),
             "dataset_files": len(self.train_paths),

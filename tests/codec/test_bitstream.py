@@ -131,3 +131,30 @@ def test_pack_validates():
         pack(Container(c.fingerprint, 0, 1, 0))
     with pytest.raises(ValueError):
         pack(Container(c.fingerprint, 1, 1, 2**63))
+
+
+def test_rate_index_flag_round_trips_and_leaves_v1_files_alone():
+    """A variable-rate model's rate index: header flag bit 0 plus a uint16 after the section count.
+    Files without it are byte-identical to before; a reader that knows no flags refuses it cleanly."""
+    from dataclasses import replace
+
+    from raybb.bitstream import FLAG_RATE
+
+    c = sample_container()
+    plain = pack(c)
+    assert plain[5] == 0 and parse(plain).rate is None
+    rated = pack(replace(c, rate=300))
+    assert rated[5] == FLAG_RATE and len(rated) == len(plain) + 2
+    got = parse(rated)
+    assert got.rate == 300 and got.sections == c.sections and pack(got) == rated
+    assert got.header_bytes == c.header_bytes + 2
+    import zlib
+
+    forged = rated[:5] + bytes([0x03]) + rated[6:-4]  # an unknown flag bit, with a valid CRC
+    with pytest.raises(UnsupportedVersion):
+        parse(forged + (zlib.crc32(forged) & 0xFFFFFFFF).to_bytes(4, "little"))
+    for bad in (-1, 1 << 16, 1.5):
+        with pytest.raises(ValueError):
+            pack(replace(c, rate=bad))
+    with pytest.raises(ValueError):
+        pack(replace(c, flags=FLAG_RATE))  # the flag without a rate
