@@ -86,6 +86,7 @@ class CompressorActor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         torch_threads: int | None = 1,
         codec_factory: str | None = None,
+        effort: int = 0,
     ) -> None:
         if torch_threads:
             import torch
@@ -95,6 +96,7 @@ class CompressorActor:
         self.run_id = run_id
         self.verify = verify
         self.max_pixels = max_pixels
+        self.effort = effort
         self.codec = _load_factory(codec_factory)(model=model, sampler=sampler, device=device)
         self.worker_id, self.node_id = _ray_ids()
 
@@ -169,7 +171,7 @@ class CompressorActor:
 
         try:
             t0 = time.perf_counter()
-            res = self.codec.compress_with_stats(rgb)
+            res = self.codec.compress_with_stats(rgb, **({"effort": self.effort} if self.effort else {}))
             seconds = time.perf_counter() - t0
             if self.verify:
                 dec = self.codec.decompress(res.data)
@@ -186,6 +188,9 @@ class CompressorActor:
         row.ms_ssim = float(res.ms_ssim)
         row.kl_bits = float(res.kl_bits)
         row.encode_seconds = float(getattr(res, "encode_seconds", None) or seconds)
+        row.effort = self.effort
+        row.refine_steps = int(getattr(res, "refine_steps", 0))
+        row.refine_seconds = float(getattr(res, "refine_seconds", 0.0))
         row.verified = bool(self.verify)
         row.status = STATUS_OK
         return self._finish(row)

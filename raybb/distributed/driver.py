@@ -246,6 +246,7 @@ def _run_job(
     verify: bool,
     model: str | None,
     sampler: str | None,
+    effort: int,
     resume: bool,
     overwrite: bool,
     progress: Callable[[JobProgress], None] | None,
@@ -306,6 +307,7 @@ def _run_job(
         run_id=run_id,
         model=model,
         sampler=sampler,
+        effort=effort,
         device="cuda" if gpu else "cpu",
         verify=verify,
         max_pixels=max_pixels,
@@ -542,6 +544,7 @@ def compress_bucket(
     verify: bool = False,
     model: str | None = None,
     sampler: str | None = None,
+    effort: int = 0,
     resume: bool = True,
     overwrite: bool = False,
     progress: Callable[[JobProgress], None] | None = None,
@@ -569,8 +572,12 @@ def compress_bucket(
     ``progress``: called with a :class:`JobProgress` after shards finish. ``storage_options``:
     fsspec options for src and dst (``dst_storage_options`` overrides for dst); credentials in them
     are never logged or stored. ``codec_factory``: ``"module:function"`` building the codec
-    (default ``raybb.codec:load_codec``).
+    (default ``raybb.codec:load_codec``). ``effort``: encoder effort 0..MAX_EFFORT (raybb.refine;
+    checked here, before Ray starts: ValueError), recorded per row in the manifest.
     """
+    from raybb.refine import effort_level as _effort_level
+
+    _effort_level(effort)
     return _run_job(kind="compress", **_kw(locals()))
 
 
@@ -604,7 +611,7 @@ def decompress_bucket(
     Same machinery and options as :func:`compress_bucket`; the manifest (default
     ``<dst>/_manifest.parquet``) uses the decompress schema.
     """
-    return _run_job(kind="decompress", verify=False, max_pixels=DEFAULT_MAX_PIXELS, **_kw(locals()))
+    return _run_job(kind="decompress", verify=False, max_pixels=DEFAULT_MAX_PIXELS, effort=0, **_kw(locals()))
 
 
 def _kw(local_vars: dict[str, Any]) -> dict[str, Any]:
