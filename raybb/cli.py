@@ -206,7 +206,8 @@ def compress(
     target_psnr: Annotated[float | None, typer.Option(help="Aim at this PSNR per image (effort >= 1).")] = None,
 ) -> None:
     """Compress images to .rbb bitstreams."""
-    from raybb.codec import _check_effort as check, _check_targets
+    from raybb.codec import _check_effort as check
+    from raybb.codec import _check_targets
     from raybb.imageio import IMAGE_SUFFIXES
 
     try:

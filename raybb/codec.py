@@ -34,7 +34,7 @@ from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
-from raybb.refine import METRICS, EffortLevel, RefineStats, Refiner, effort_level
+from raybb.refine import METRICS, EffortLevel, Refiner, RefineStats, effort_level
 
 __all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_MAX",
            "PFR_EXACT", "parse_pipeline"]

@@ -128,8 +128,18 @@ class Refiner:
     reparameterisation noise.
     """
 
-    def __init__(self, model, x: torch.Tensor, h: int, w: int, *, beta: float, seed: int,
-                 metric: str = "mse", lam_scale: float = 1.0):
+    def __init__(
+        self,
+        model,
+        x: torch.Tensor,
+        h: int,
+        w: int,
+        *,
+        beta: float,
+        seed: int,
+        metric: str = "mse",
+        lam_scale: float = 1.0,
+    ):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if not (lam_scale > 0 and math.isfinite(lam_scale)):
