@@ -3,7 +3,8 @@
     python benchmarks/effort_tuning.py [--images 5] [--models pln-q2 pln-q4] [--configs seq:4,4,0.05 ...]
     python benchmarks/effort_tuning.py --summarize-only
 
-Each config is ``MODE:STEPS2,STEPS1,LR[,LAMSCALE]`` (``seq`` refines level 2, codes it, then
+Each config is ``MODE:STEPS2,STEPS1,LR[,LAMSCALE[,METRIC]]`` (LAMSCALE: λ over the slope match, default 1; the codec's
+default is raybb.refine.LAMBDA_SCALE, chosen from these rows) (``seq`` refines level 2, codes it, then
 refines level 1 against the coded z2's prior; ``joint`` spends every step refining both levels
 before coding, i.e. STEPS1 = 0). Every row is an actual bitstream. The summary scores a config by
 its *equivalent rate change*: its bpp against the bpp that effort 0 needs for the same PSNR
@@ -27,7 +28,7 @@ from raybb.codec import load_codec
 from raybb.evaluation import list_images, machine_info
 from raybb.imageio import load_image
 from raybb.metrics import ms_ssim_db
-from raybb.refine import EffortLevel
+from raybb.refine import LAMBDA_SCALE, EffortLevel
 
 RESULTS = Path(__file__).parent / "results"
 HELD_OUT = Path(__file__).parents[1] / ".." / "shared" / "datasets" / "train" / "cid22" / "validation"
@@ -39,13 +40,13 @@ DEFAULT_CONFIGS = [
 ]  # fmt: skip
 
 
-def parse_config(cfg: str) -> tuple[EffortLevel, float]:
+def parse_config(cfg: str) -> tuple[EffortLevel, float, str]:
     mode, _, rest = cfg.partition(":")
     v = rest.split(",")
     s2, s1, lr = int(v[0]), int(v[1]), float(v[2])
     if mode == "joint" and s1:
         raise ValueError(f"joint config {cfg!r} must have STEPS1 = 0")
-    return EffortLevel(s2, s1, lr), float(v[3]) if len(v) > 3 else 1.0
+    return EffortLevel(s2, s1, lr), float(v[3]) if len(v) > 3 else 1.0, v[4] if len(v) > 4 else "mse"
 
 
 def measure(configs: list[str], models: list[str], n_images: int, out: Path) -> None:
@@ -62,13 +63,13 @@ def measure(configs: list[str], models: list[str], n_images: int, out: Path) -> 
                 if (cfg, m, p.name) in done:
                     continue
                 x = load_image(p)
-                level, lam = (0, 1.0) if cfg == "effort0" else parse_config(cfg)
+                level, lam, metric = (0, 1.0, "mse") if cfg == "effort0" else parse_config(cfg)
                 t = time.perf_counter()
-                if lam == 1.0:
-                    r = codec.compress_with_stats(x, effort=level)
+                if lam == LAMBDA_SCALE[metric]:
+                    r = codec.compress_with_stats(x, effort=level, metric=metric)
                 else:  # a λ multiplier: the private entry point the rate targeting uses
                     with torch.no_grad():
-                        e = codec._encode(x, None, level, "mse", lam_scale=lam)
+                        e = codec._encode(x, None, level, metric, lam_scale=lam / LAMBDA_SCALE[metric])
                     r = _stats(codec, e)
                 dt = time.perf_counter() - t
                 row = dict(cfg=cfg, model=m, image=p.name, bpp=r.bpp, psnr=r.psnr, ms_ssim_db=ms_ssim_db(r.ms_ssim),
@@ -117,7 +118,8 @@ def summarize(rows_path: Path, md_path: Path, command: str) -> None:
         "Actual bitstreams. `eq. rate PSNR` / `eq. rate MS-SSIM`: mean over (model, image) of the config's bpp "
         "against the bpp effort 0 needs for the same quality on that image (interpolated along the "
         "five-model effort-0 curve): negative = fewer bits for the same quality. Δ columns: against effort 0 "
-        "of the same model.",
+        "of the same model. Config names: `MODE:STEPS2,STEPS1,LR[,LAMSCALE[,METRIC]]`, LAMSCALE relative to the "
+        "slope match λ = A/(2βS) (the codec's default multiplier is raybb.refine.LAMBDA_SCALE).",
         "",
         "| config | models | rows | Δbpp % | ΔPSNR dB | ΔMS-SSIM dB | eq. rate PSNR % | eq. rate MS-SSIM % | enc s |",
         "|---|---|---|---|---|---|---|---|---|",
