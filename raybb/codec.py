@@ -34,7 +34,7 @@ from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
-from raybb.refine import METRICS, EffortLevel, Refiner, RefineStats, effort_level
+from raybb.refine import METRICS, REFINE_MAX_PIXELS, EffortLevel, Refiner, RefineStats, effort_level
 
 __all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_MAX",
            "PFR_EXACT", "parse_pipeline"]
@@ -307,7 +307,7 @@ class Codec:
         bu = m.bottom_up(x)
         q2 = m.posterior2(bu)
         ref = None
-        if refine is not None:
+        if refine is not None and h * w <= REFINE_MAX_PIXELS:  # larger: effort 0 (memory, raybb.refine)
             beta = float(self.loaded.meta.get("beta", 1.0))
             ref = Refiner(m, x, h, w, beta=beta, seed=seed, metric=metric, lam_scale=lam_scale)
             q2, bu = ref.level2(bu, q2, refine.steps2, refine.lr)

@@ -42,7 +42,17 @@ import torch
 
 from raybb.model.distributions import STD_FLOOR, Gaussian
 
-__all__ = ["EFFORTS", "MAX_EFFORT", "METRICS", "EffortLevel", "RefineStats", "Refiner", "effort_level"]
+__all__ = [
+    "EFFORTS",
+    "LAMBDA_SCALE",
+    "MAX_EFFORT",
+    "METRICS",
+    "REFINE_MAX_PIXELS",
+    "EffortLevel",
+    "RefineStats",
+    "Refiner",
+    "effort_level",
+]
 
 METRICS = ("mse", "ms-ssim")
 #: λ multiplier per metric on top of the slope match (chosen on held-out cid22/validation images,
@@ -77,6 +87,11 @@ EFFORTS: dict[int, EffortLevel | None] = {
     3: EffortLevel(32, 0, 0.1),
 }
 MAX_EFFORT = max(EFFORTS)
+#: Refinement holds one step's graph of the synthesis transform over the whole image: measured
+#: +220 MiB peak RSS for a 768x512 Kodak image (pln-q3, CPU), i.e. ~0.55 GiB per megapixel. Larger
+#: images are coded at effort 0 (the result reports 0 refinement steps), so a bucket worker's
+#: memory stays bounded (~2.2 GiB extra at this limit).
+REFINE_MAX_PIXELS = 4 * 1024 * 1024
 
 
 def effort_level(effort: int) -> EffortLevel | None:

@@ -151,3 +151,13 @@ def test_target_bpp_and_psnr(q3, kodak_dir):
     assert goal <= res.psnr <= goal + PSNR_TOL, (goal, res.psnr)
     assert res.bpp < plain.bpp
     assert psnr(crop, q3.decompress(res.data)) == res.psnr
+
+
+def test_images_above_the_refinement_limit_are_coded_at_effort_zero(tiny_weights, photo, monkeypatch):
+    """Memory bound: refinement holds a graph over the whole image, so large ones skip it."""
+    import raybb.codec
+
+    monkeypatch.setattr(raybb.codec, "REFINE_MAX_PIXELS", photo.shape[0] * photo.shape[1] - 1)
+    res = Codec(load_weights(tiny_weights), "pfr").compress_with_stats(photo, seed=11, effort=2)
+    assert res.data == (EXPECTED / "golden_pfr.rbb").read_bytes()
+    assert (res.effort, res.refine_steps) == (2, 0)
