@@ -144,7 +144,7 @@ def summarize(rows_path: Path, command: str) -> dict:
         "# Encoder effort on Kodak (CPU)",
         "",
         f"Machine: {info['cpu']}, {info['cpu_count']} cores shared with other jobs (times are indicative), "
-        f"torch {info['torch']}, {threads} torch thread(s). Date: {info['date']}. Command: `{command}`.",
+        f"torch {info['torch']}, {threads} torch thread(s). Date: {info['date']}. Command: `{command}` (rows: see the .jsonl).",
         f"Images ({len(images)}): {', '.join(images)}. Models ({n_models}): {', '.join(sorted(df['model'].unique()))}. "
         + (f" Omitted (incomplete on these images): {', '.join(omitted)}." if omitted else "")
         + " Actual bitstreams; every stream decoded by the unchanged decoder "
