@@ -144,9 +144,12 @@ def summarize(rows_path: Path, command: str) -> dict:
         "# Encoder effort on Kodak (CPU)",
         "",
         f"Machine: {info['cpu']}, {info['cpu_count']} cores shared with other jobs (times are indicative), "
-        f"torch {info['torch']}, {threads} torch thread(s). Date: {info['date']}. Command: `{command}` (rows: see the .jsonl).",
+        f"torch {info['torch']}, {threads} torch thread(s). Date: {info['date']}. Command: `{command}`.",
         f"Images ({len(images)}): {', '.join(images)}. Models ({n_models}): {', '.join(sorted(df['model'].unique()))}. "
         + (f" Omitted (incomplete on these images): {', '.join(omitted)}." if omitted else "")
+        + " Measured levels (rows): "
+        + ", ".join(f"{lv} ({(df['level'] == lv).sum()})" for lv in levels)
+        + "."
         + " Actual bitstreams; every stream decoded by the unchanged decoder "
         f"(decode equals the encoder's reconstruction: {all(r['decode_matches'] for r in table)}).",
         "",
