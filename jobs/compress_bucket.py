@@ -13,6 +13,8 @@ import argparse
 import json
 import sys
 
+from raybb.refine import EFFORTS
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -27,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verify", action="store_true", help="decode each bitstream before marking it ok")
     p.add_argument("--model", default=None)
     p.add_argument("--sampler", default=None)
+    p.add_argument("--effort", type=int, default=0, choices=list(EFFORTS),
+                   help="encoder effort: 0 = fastest; higher refines each image's posterior (slower, fewer bits)")
     p.add_argument("--no-resume", action="store_true", help="do not skip images finished by earlier runs")
     p.add_argument("--overwrite", action="store_true", help="recompress outputs that exist without a row")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
@@ -61,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.decompress:
             summary = decompress_bucket(a.src, a.dst, **common)
         else:
-            summary = compress_bucket(a.src, a.dst, verify=a.verify, **common)
+            summary = compress_bucket(a.src, a.dst, verify=a.verify, effort=a.effort, **common)
     except RaybbError as e:  # one line and the CLI's exit code (6 for storage), not a traceback
         print(f"error: {e}", file=sys.stderr)
         return exit_code_for(e)

@@ -177,6 +177,26 @@ DeviceOpt = Annotated[
 ]
 
 
+def _check_effort(effort: int) -> int:
+    from raybb.refine import effort_level
+
+    try:
+        effort_level(effort)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    return effort
+
+
+EffortOpt = Annotated[
+    int,
+    typer.Option(
+        "--effort", "-e", callback=_check_effort,
+        help="Encoder effort 0-3: 0 = fastest; higher refines each image's posterior first (slower, "
+        "fewer bits for the same quality; see docs/effort.md).",
+    ),
+]  # fmt: skip
+
+
 def _load(model: str | None, quality: int | None, sampler: str | None, device: str | None):
     from raybb.codec import load_codec
 
@@ -201,6 +221,10 @@ def compress(
     sampler: SamplerOpt = None,
     device: DeviceOpt = None,
     seed: Annotated[int | None, typer.Option(help="Shared-randomness seed (default: derived from the pixels).")] = None,
+    effort: EffortOpt = 0,
+    metric: Annotated[str, typer.Option(help="What refinement (effort >= 1) optimises: mse or ms-ssim.")] = "mse",
+    target_bpp: Annotated[float | None, typer.Option(help="Aim at this bpp per image (effort >= 1).")] = None,
+    target_psnr: Annotated[float | None, typer.Option(help="Aim at this PSNR per image (effort >= 1).")] = None,
 ) -> None:
     """Compress images to .rbb bitstreams.
 
@@ -213,7 +237,17 @@ def compress(
 
     from raybb.imageio import IMAGE_SUFFIXES, ImageWarning
     from raybb.metrics import MS_SSIM_UNDEFINED
+    from raybb.codec import _check_effort as check
+    from raybb.codec import _check_targets
 
+    try:
+        check(effort, metric)
+        _check_targets(target_bpp, target_psnr)
+        if (target_bpp is not None or target_psnr is not None) and effort == 0:
+            raise ValueError("--target-bpp/--target-psnr need --effort 1 or more")
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
     files = _collect(inputs, IMAGE_SUFFIXES)
     if not files:
         console.print("[red]error:[/red] no images found")
@@ -223,7 +257,8 @@ def compress(
     def work(src: Path) -> tuple[bytes, str]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ImageWarning)
-            res = codec.compress_with_stats(src.read_bytes(), seed=seed)
+            res = codec.compress_with_stats(src.read_bytes(), seed=seed, effort=effort, metric=metric,
+                                            target_bpp=target_bpp, target_psnr=target_psnr)  # fmt: skip
         notes = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
         if res.ms_ssim != res.ms_ssim:  # NaN: too small for MS-SSIM
             notes.append(MS_SSIM_UNDEFINED)
@@ -232,6 +267,7 @@ def compress(
         ms = "n/a" if res.ms_ssim != res.ms_ssim else f"{res.ms_ssim:.4f}"
         return res.data, (
             f"{len(res.data)} B  {res.bpp:.3f} bpp  PSNR {res.psnr:.2f} dB  MS-SSIM {ms}  {res.encode_seconds:.1f}s"
+            + (f" (effort {effort}: {res.refine_steps} steps, {res.refine_seconds:.1f}s)" if effort else "")
         )
 
     _run_files(_targets(files, output, ".rbb"), "compressing", work)
@@ -597,6 +633,7 @@ def bucket_compress(
     dst: Annotated[str, typer.Argument(help="Destination prefix for .rbb files and the manifest.")],
     model: ModelOpt = None,
     sampler: SamplerOpt = None,
+    effort: EffortOpt = 0,
     workers: WorkersOpt = None,
     gpu: GpuOpt = "auto",
     shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 16,
@@ -608,7 +645,7 @@ def bucket_compress(
 ) -> None:
     """Compress every image under SRC to DST on Ray actors and write a Parquet manifest."""
     _run_bucket(
-        "compress", src, dst, model=model, sampler=sampler, num_workers=workers, use_gpu=_gpu(gpu),
+        "compress", src, dst, model=model, sampler=sampler, effort=effort, num_workers=workers, use_gpu=_gpu(gpu),
         shard_size=shard_size, verify=verify, resume=resume, manifest=manifest, ray_address=address,
         allow_empty=allow_empty,
     )  # fmt: skip

@@ -34,6 +34,7 @@ from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
+from raybb.refine import METRICS, REFINE_MAX_PIXELS, EffortLevel, Refiner, RefineStats, effort_level
 
 __all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_MAX",
            "PFR_EXACT", "parse_pipeline"]
@@ -127,6 +128,9 @@ class CompressResult:
     theoretical_psnr: float | None = None  # reconstruction from exact posterior samples
     theoretical_ms_ssim: float | None = None
     seed: int = 0
+    effort: int = 0  # encoder effort (raybb.refine.EFFORTS; -1 = a custom schedule)
+    refine_steps: int = 0
+    refine_seconds: float = 0.0
 
 
 @dataclass
@@ -140,6 +144,7 @@ class _Encoded:
     level2: tuple
     level1: tuple
     t0: float  # perf_counter at the start, for encode_seconds
+    refine: RefineStats | None = None
 
 
 def _seed_from_pixels(rgb: np.ndarray) -> int:
@@ -188,6 +193,30 @@ def _in_float32(method):
     return wrapper
 
 
+def _check_effort(effort, metric: str) -> tuple[int | EffortLevel, str]:
+    """ValueError (a usage error for the CLI) for an unknown effort level or refinement metric."""
+    if not isinstance(effort, EffortLevel):
+        effort_level(effort)
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    return effort, metric
+
+
+def _check_targets(target_bpp: float | None, target_psnr: float | None) -> None:
+    if target_bpp is not None and target_psnr is not None:
+        raise ValueError("give at most one of target_bpp and target_psnr")
+    if target_bpp is not None and not (0 < target_bpp < 24):
+        raise ValueError(f"target_bpp must be in (0, 24), got {target_bpp!r}")
+    if target_psnr is not None and not (0 < target_psnr < 100):
+        raise ValueError(f"target_psnr must be in (0, 100) dB, got {target_psnr!r}")
+
+
+#: Rate targeting: λ multipliers 2^t searched by bisection over t in [-TARGET_SPAN, TARGET_SPAN]
+#: with TARGET_PROBES full encodes (refinement + coding) at the requested effort.
+TARGET_SPAN = 4.0
+TARGET_PROBES = 6
+
+
 def _flat(g) -> DiagGaussian:
     return DiagGaussian(g.mean.reshape(-1).contiguous(), g.std.reshape(-1).contiguous())
 
@@ -203,7 +232,10 @@ class Codec:
         device: str | torch.device = "cpu",
         model_name: str = "",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        effort: int = 0,
+        metric: str = "mse",
     ):
+        self.effort, self.metric = _check_effort(effort, metric)
         self.device = torch.device(device)
         self.loaded = loaded
         self.model = loaded.model.to(self.device).eval().requires_grad_(False)
@@ -258,8 +290,12 @@ class Codec:
         return (1, c.G, hp // 64, wp // 64), (1, c.M, hp // 16, wp // 16)
 
     # -- encode ---------------------------------------------------------------------------
-    def _encode(self, image, seed: int | None) -> _Encoded:
-        """Image -> bitstream, keeping what the statistics need (the caller holds no_grad/float32)."""
+    def _encode(self, image, seed: int | None, refine: EffortLevel | None = None, metric: str = "mse",
+                lam_scale: float = 1.0) -> _Encoded:
+        """Image -> bitstream, keeping what the statistics need (the caller holds no_grad/float32).
+
+        ``refine`` (an effort level's schedule) refines the posteriors for this image before each
+        level is coded (raybb.refine); None codes the amortised posteriors (effort 0)."""
         t0 = time.perf_counter()
         rgb = self._to_rgb(image)
         h, w = rgb.shape[:2]
@@ -272,11 +308,18 @@ class Codec:
         m = self.model
         bu = m.bottom_up(x)
         q2 = m.posterior2(bu)
+        ref = None
+        if refine is not None and h * w <= REFINE_MAX_PIXELS:  # larger: effort 0 (memory, raybb.refine)
+            beta = float(self.loaded.meta.get("beta", 1.0))
+            ref = Refiner(m, x, h, w, beta=beta, seed=seed, metric=metric, lam_scale=lam_scale)
+            q2, bu = ref.level2(bu, q2, refine.steps2, refine.lr)
         p2 = m.prior2_like(q2)
         enc2 = self.samplers[2].encode(_flat(q2), _flat(p2), StreamKey(seed, 0, 2))
         z2 = enc2.sample.reshape(q2.mean.shape)
         p1 = m.prior1(z2)
         q1 = m.posterior1(bu, p1)
+        if ref is not None:  # against the prior of the z2 actually coded
+            q1 = ref.level1(q1, p1, refine.steps1, refine.lr)
         enc1 = self.samplers[1].encode(_flat(q1), _flat(p1), StreamKey(seed, 0, 1))
         sections = []
         for level, enc, q in ((2, enc2, q2), (1, enc1, q1)):
@@ -291,15 +334,62 @@ class Codec:
                 sections=tuple(sections),
             )
         )
-        return _Encoded(data, rgb, seed, bu, (q2, p2, enc2), (q1, p1, enc1), t0)
+        return _Encoded(data, rgb, seed, bu, (q2, p2, enc2), (q1, p1, enc1), t0, ref.stats if ref else None)
+
+    def _encode_with(self, image, seed, effort, metric, target_bpp, target_psnr) -> _Encoded:
+        """:meth:`_encode` at an effort level (None = the codec's), optionally aiming at a target.
+
+        A target searches the refinement's λ multiplier (TARGET_PROBES encodes) and keeps, for a
+        bpp target, the best-quality stream at or below it, for a PSNR target the smallest stream
+        at or above it; when the model cannot reach the target, the closest probe."""
+        effort, metric = _check_effort(self.effort if effort is None else effort, metric or self.metric)
+        _check_targets(target_bpp, target_psnr)
+        level = effort if isinstance(effort, EffortLevel) else effort_level(effort)
+        if target_bpp is None and target_psnr is None:
+            return self._encode(image, seed, level, metric)
+        if level is None:
+            raise ValueError("target_bpp/target_psnr need an effort of 1 or more (effort 0 does not refine)")
+        from raybb.metrics import psnr
+
+        rgb = self._to_rgb(image)
+        t0 = time.perf_counter()
+        lo, hi, t = -TARGET_SPAN, TARGET_SPAN, 0.0
+        probes: list[tuple[float, float, _Encoded]] = []  # (bpp, psnr, encoded)
+        for _ in range(TARGET_PROBES):
+            e = self._encode(rgb, seed, level, metric, lam_scale=2.0**t)
+            bpp = len(e.data) * 8 / (rgb.shape[0] * rgb.shape[1])
+            q = float("nan")
+            if target_psnr is not None:
+                q1, _, enc1 = e.level1
+                q = psnr(rgb, self._to_uint8(self.model.synthesize(enc1.sample.reshape(q1.mean.shape)), *rgb.shape[:2]))
+            probes.append((bpp, q, e))
+            below = bpp <= target_bpp if target_bpp is not None else q < target_psnr
+            lo, hi = (t, hi) if below else (lo, t)
+            t = (lo + hi) / 2
+        if target_bpp is not None:
+            ok = [p for p in probes if p[0] <= target_bpp]
+            best = max(ok, key=lambda p: p[0]) if ok else min(probes, key=lambda p: p[0])
+        else:
+            ok = [p for p in probes if p[1] >= target_psnr]
+            best = min(ok, key=lambda p: p[0]) if ok else max(probes, key=lambda p: p[1])
+        e = best[2]
+        e.t0 = t0
+        e.refine.steps = sum(p[2].refine.steps for p in probes)
+        e.refine.seconds = sum(p[2].refine.seconds for p in probes)
+        return e
 
     @torch.no_grad()
     @_in_float32
-    def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False) -> CompressResult:
-        """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality)."""
+    def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False,
+                            effort: int | EffortLevel | None = None, metric: str | None = None,
+                            target_bpp: float | None = None, target_psnr: float | None = None) -> CompressResult:
+        """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality).
+
+        ``effort`` (None = the codec's), ``metric``, ``target_bpp`` and ``target_psnr``: see
+        :meth:`compress`."""
         from raybb.metrics import ms_ssim, psnr  # metrics pulls pytorch-msssim; keep import lazy
 
-        e = self._encode(image, seed)
+        e = self._encode_with(image, seed, effort, metric, target_bpp, target_psnr)
         rgb, seed, m = e.rgb, e.seed, self.model
         h, w = rgb.shape[:2]
         (q2, p2, enc2), (q1, p1, enc1) = e.level2, e.level1
@@ -320,6 +410,9 @@ class Codec:
             kl_bits_per_level={2: kl2, 1: kl1},
             coded_bits_per_level={2: 8 * len(enc2.payload), 1: 8 * len(enc1.payload)},
             seed=seed,
+            effort=self._effort_number(effort),
+            refine_steps=e.refine.steps if e.refine else 0,
+            refine_seconds=e.refine.seconds if e.refine else 0.0,
         )
         if theoretical:
             g = torch.Generator(device=self.device).manual_seed(seed)
@@ -334,10 +427,22 @@ class Codec:
 
     @torch.no_grad()
     @_in_float32
-    def compress(self, image, *, seed: int | None = None) -> bytes:
+    def compress(self, image, *, seed: int | None = None, effort: int | EffortLevel | None = None,
+                 metric: str | None = None, target_bpp: float | None = None,
+                 target_psnr: float | None = None) -> bytes:
         """The bitstream only: skips the reconstruction and quality metrics of :meth:`compress_with_stats`
-        (a third of the encode time on a Kodak image)."""
-        return self._encode(image, seed).data
+        (a third of the encode time on a Kodak image).
+
+        ``effort`` 0 codes the amortised posteriors; 1..MAX_EFFORT refine them for this image first
+        (raybb.refine.EFFORTS: more steps, more time, fewer bits for the quality); None = the codec's
+        default. ``metric`` ('mse' or 'ms-ssim') is what refinement optimises. ``target_bpp`` /
+        ``target_psnr`` (effort ≥ 1) search the refinement's rate-quality trade-off per image.
+        Every stream decodes with the same :meth:`decompress`."""
+        return self._encode_with(image, seed, effort, metric, target_bpp, target_psnr).data
+
+    def _effort_number(self, effort) -> int:
+        effort = self.effort if effort is None else effort
+        return -1 if isinstance(effort, EffortLevel) else int(effort)
 
     # -- decode ---------------------------------------------------------------------------
     def inspect(self, data: bytes) -> bitstream.Container:
@@ -394,12 +499,16 @@ def load_codec(
     sampler: str | None = None,
     device: str | torch.device | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    effort: int = 0,
+    metric: str = "mse",
 ) -> Codec:
-    """Load a model (registry name, quality number, or path to .safetensors; None = default) into a Codec."""
+    """Load a model (registry name, quality number, or path to .safetensors; None = default) into a Codec.
+
+    ``effort``/``metric``: the default encoder effort (see :meth:`Codec.compress`)."""
     from raybb.registry import resolve_model
 
     path = resolve_model(model)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     loaded = load_weights(path, device=dev)
     name = Path(path).stem
-    return Codec(loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels)
+    return Codec(loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels, effort=effort, metric=metric)

@@ -104,6 +104,7 @@ class CompressorActor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         torch_threads: int | None = 1,
         codec_factory: str | None = None,
+        effort: int = 0,
     ) -> None:
         if torch_threads:
             import torch
@@ -121,6 +122,7 @@ class CompressorActor:
         self._codecs: dict[bytes, Any] = {}
         if self._by_fingerprint:
             self._codecs[self.codec.loaded.short_fingerprint] = self.codec
+        self.effort = effort
         self.worker_id, self.node_id = _ray_ids()
 
     # -- small helpers -------------------------------------------------------------------------
@@ -207,7 +209,7 @@ class CompressorActor:
                 return self._finish(row, notes=notes)
 
         t0 = time.perf_counter()
-        res = self.codec.compress_with_stats(rgb)
+        res = self.codec.compress_with_stats(rgb, **({"effort": self.effort} if self.effort else {}))
         seconds = time.perf_counter() - t0
         if self.verify:
             dec = self.codec.decompress(res.data)
@@ -223,6 +225,9 @@ class CompressorActor:
             notes.append(metrics.MS_SSIM_UNDEFINED)
         row.kl_bits = float(res.kl_bits)
         row.encode_seconds = float(getattr(res, "encode_seconds", None) or seconds)
+        row.effort = self.effort
+        row.refine_steps = int(getattr(res, "refine_steps", 0))
+        row.refine_seconds = float(getattr(res, "refine_seconds", 0.0))
         row.verified = bool(self.verify)
         row.status = STATUS_OK
         return self._finish(row, notes=notes)

@@ -361,6 +361,7 @@ def _run_job(
     verify: bool,
     model: str | None,
     sampler: str | None,
+    effort: int,
     resume: bool,
     overwrite: bool,
     progress: Callable[[JobProgress], None] | None,
@@ -428,6 +429,7 @@ def _run_job(
         run_id=run_id,
         model=model,
         sampler=sampler,
+        effort=effort,
         device="cuda" if gpu else "cpu",
         verify=verify,
         max_pixels=max_pixels,
@@ -666,6 +668,7 @@ def compress_bucket(
     verify: bool = False,
     model: str | None = None,
     sampler: str | None = None,
+    effort: int = 0,
     resume: bool = True,
     overwrite: bool = False,
     progress: Callable[[JobProgress], None] | None = None,
@@ -696,7 +699,12 @@ def compress_bucket(
     are never logged or stored. ``codec_factory``: ``"module:function"`` building the codec
     (default ``raybb.codec:load_codec``). ``allow_empty``: a source that does not exist or lists no
     image is a :class:`~raybb.errors.StorageError` (almost always a typo) unless this is True.
+    (default ``raybb.codec:load_codec``). ``effort``: encoder effort 0..MAX_EFFORT (raybb.refine;
+    checked here, before Ray starts: ValueError), recorded per row in the manifest.
     """
+    from raybb.refine import effort_level as _effort_level
+
+    _effort_level(effort)
     return _run_job(kind="compress", **_kw(locals()))
 
 
@@ -732,7 +740,7 @@ def decompress_bucket(
     ``<dst>/_manifest.parquet``) uses the decompress schema. Each bitstream is decoded with the
     model its fingerprint names (``model``, else any installed model: ``raybb models``).
     """
-    return _run_job(kind="decompress", verify=False, max_pixels=DEFAULT_MAX_PIXELS, **_kw(locals()))
+    return _run_job(kind="decompress", verify=False, max_pixels=DEFAULT_MAX_PIXELS, effort=0, **_kw(locals()))
 
 
 def _kw(local_vars: dict[str, Any]) -> dict[str, Any]:

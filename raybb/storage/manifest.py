@@ -33,6 +33,9 @@ psnr                float64         PSNR of the decoded image vs. the source, dB
 ms_ssim             float64         MS-SSIM of the decoded image vs. the source
 kl_bits             float64         KL(q||p) of the coded latents, bits (null for skipped)
 encode_seconds      float64         codec time for this image (null for skipped)
+effort              int16           encoder effort (0 = amortised encoder; null for skipped)
+refine_steps        int32           posterior-refinement steps taken (0 at effort 0)
+refine_seconds      float64         time spent in them (part of encode_seconds)
 model_fingerprint   string          hex fingerprint of the model weights
 model_name          string          model registry name
 sampler             string          coded sampler, e.g. ``pfr/greedy``
@@ -112,6 +115,9 @@ COMPRESS_SCHEMA = pa.schema(
         ("ms_ssim", pa.float64()),
         ("kl_bits", pa.float64()),
         ("encode_seconds", pa.float64()),
+        ("effort", pa.int16()),
+        ("refine_steps", pa.int32()),
+        ("refine_seconds", pa.float64()),
         ("model_fingerprint", pa.string()),
         ("model_name", pa.string()),
         ("sampler", pa.string()),
@@ -171,6 +177,9 @@ class CompressRow:
     ms_ssim: float | None = None
     kl_bits: float | None = None
     encode_seconds: float | None = None
+    effort: int | None = None
+    refine_steps: int | None = None
+    refine_seconds: float | None = None
     model_fingerprint: str | None = None
     model_name: str | None = None
     sampler: str | None = None

@@ -1,0 +1,274 @@
+"""Per-image posterior refinement ("encoder effort"): a better q(z|x) for *this* image.
+
+The amortised encoder gives the posteriors in one pass; under the fixed decoder and priors a
+few gradient steps on the posterior parameters lower the per-image objective (the amortisation
+gap, Yang, Bamler & Mandt 2020). Without quantization the objective is exactly differentiable:
+reparameterised samples through the synthesis transform plus the analytic KLs. Only what the
+encoder hands the coded samplers changes, so every refined stream decodes with the unchanged
+decoder.
+
+Objective (nats): ``KL2 + KL1 + λ·D``, where D is the metric the user judges, on the image's own
+pixels (the stride padding is cropped away before decoding, so it costs nothing here):
+
+* ``mse``: D = Σ(x − x̂)² over the crop. The shipped models were trained with an L1 likelihood
+  (unit-scale Laplace) at weight β on the KL; λ is set so that the squared error has the L1
+  term's slope at the image's *own* amortised error: if every error is scaled by s, Σ|e|/β grows
+  like s·A/β and λ·Σe² like s²·λ·S, so λ = A / (2βS) at s = 1 (A = Σ|e|, S = Σe²), times
+  LAMBDA_SCALE (measured). A further multiplier (``lam_scale``) moves along the model's RD curve;
+  rate targeting searches it.
+* ``ms-ssim``: D = N·(1 − MS-SSIM) with N the pixel count, λ matched the same way (slope of the
+  L1 term along the amortised error direction).
+
+Order: level 2 first (its mean/log-std and the bottom-up mean/log-std of level 1, jointly, through
+z2 → p(z1|z2) → q(z1|z2,x) → x̂), then the caller codes z2, then (``steps1``) level 1 is refined
+*against the prior of the z2 that was actually coded*, with only the synthesis transform in the
+loop. The "joint" schedule spends all steps in the first stage and codes both levels from it. On
+held-out images the sequential split did not beat joint refinement at the same step count
+(benchmarks/results/effort_tuning.md), so the effort levels are joint; the second stage stays
+available through a custom :class:`EffortLevel`.
+
+Deterministic for a given seed and device: the reparameterisation noise comes from a
+``torch.Generator`` seeded with the stream seed. Memory is bounded: each step builds and frees
+its own graph; the model's parameters stay frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from raybb.model.distributions import STD_FLOOR, Gaussian
+
+__all__ = [
+    "EFFORTS",
+    "LAMBDA_SCALE",
+    "MAX_EFFORT",
+    "METRICS",
+    "REFINE_MAX_PIXELS",
+    "EffortLevel",
+    "RefineStats",
+    "Refiner",
+    "effort_level",
+]
+
+METRICS = ("mse", "ms-ssim")
+#: λ multiplier per metric on top of the slope match (chosen on held-out cid22/validation images,
+#: benchmarks/results/effort_tuning.md): for MSE, 2x keeps the rate near effort 0's and spends the
+#: refinement on quality (-20.8% equivalent rate in PSNR, +0.2% in MS-SSIM at 16 steps) where 1x
+#: lowers the rate but blurs (-22.5% PSNR, +5.7% MS-SSIM); for MS-SSIM only 1x was measured.
+LAMBDA_SCALE = {"mse": 2.0, "ms-ssim": 1.0}
+
+
+@dataclass(frozen=True)
+class EffortLevel:
+    """Adam steps before coding level 2 (``steps2``) and after it (``steps1``), and the step size."""
+
+    steps2: int
+    steps1: int
+    lr: float
+
+    @property
+    def steps(self) -> int:
+        return self.steps2 + self.steps1
+
+
+#: Effort levels: 0 is the amortised encoder (no refinement, byte-identical to earlier releases).
+#: Chosen on held-out cid22/validation images (benchmarks/results/effort_tuning.md): refining both
+#: levels jointly before coding was as good as or better than the sequential schedule at the same
+#: step count, so the levels use the joint one. Cost and gain on Kodak:
+#: benchmarks/results/effort_cpu.md. One step costs about one g_s forward + backward.
+EFFORTS: dict[int, EffortLevel | None] = {
+    0: None,
+    1: EffortLevel(4, 0, 0.1),
+    2: EffortLevel(12, 0, 0.1),
+    3: EffortLevel(32, 0, 0.1),
+}
+MAX_EFFORT = max(EFFORTS)
+#: Refinement holds one step's graph of the synthesis transform over the whole image: measured
+#: +220 MiB peak RSS for a 768x512 Kodak image (pln-q3, CPU), i.e. ~0.55 GiB per megapixel. Larger
+#: images are coded at effort 0 (the result reports 0 refinement steps), so a bucket worker's
+#: memory stays bounded (~2.2 GiB extra at this limit).
+REFINE_MAX_PIXELS = 4 * 1024 * 1024
+
+
+def effort_level(effort: int) -> EffortLevel | None:
+    """The schedule of an effort level; ValueError for an unknown one (callers map it to usage)."""
+    if isinstance(effort, bool) or not isinstance(effort, int) or effort not in EFFORTS:
+        raise ValueError(f"effort must be an integer in 0..{MAX_EFFORT}, got {effort!r}")
+    return EFFORTS[effort]
+
+
+@dataclass
+class RefineStats:
+    steps: int = 0
+    seconds: float = 0.0
+    objective_before: float = float("nan")  # nats, first step's sampled objective
+    objective_after: float = float("nan")  # nats, last step's
+
+
+def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Differentiable MS-SSIM of (1,3,h,w) tensors in [0,255], the same function raybb.metrics
+    reports (fewer scales below 161 px)."""
+    from raybb.metrics import MS_SSIM_WEIGHTS, MS_SSIM_WIN_SIZE, _ms_ssim_fewer_scales, _pt_ms_ssim, ms_ssim_scales
+
+    n = ms_ssim_scales(*x.shape[-2:])
+    if n == 0:
+        raise ValueError("the ms-ssim refinement metric needs images of at least 11 px per side")
+    if n == len(MS_SSIM_WEIGHTS):
+        return _pt_ms_ssim(x, y, data_range=255, size_average=True, win_size=MS_SSIM_WIN_SIZE)
+    return _ms_ssim_fewer_scales(x, y, n)
+
+
+class _Offsets:
+    """A Gaussian's parameters as offsets from its initial value, in units of its initial std.
+
+    μ = μ0 + σ0·δ, σ = σ0·e^ρ (floored): one Adam learning rate then means the same relative move
+    for a narrow level-1 dimension (σ ~ 0.01) as for a wide level-2 one (σ ~ 1).
+    """
+
+    def __init__(self, g: Gaussian):
+        self.mean0, self.std0 = g.mean.detach(), g.std.detach()
+        self.delta = torch.zeros_like(self.mean0, requires_grad=True)
+        self.rho = torch.zeros_like(self.std0, requires_grad=True)
+
+    def params(self) -> list[torch.Tensor]:
+        return [self.delta, self.rho]
+
+    def gaussian(self) -> Gaussian:
+        return Gaussian(self.mean0 + self.std0 * self.delta, (self.std0 * self.rho.exp()).clamp_min(STD_FLOOR))
+
+    def detached(self) -> Gaussian:
+        g = self.gaussian()
+        return Gaussian(g.mean.detach(), g.std.detach())
+
+
+class Refiner:
+    """Refines one image's posteriors under a frozen :class:`~raybb.model.ladder.LadderNetwork`.
+
+    ``x`` is the padded image (1,3,H,W) in [0,1]; ``h, w`` its real size; ``beta`` the model's
+    training β (sets λ with the model's Laplace scale γ: A = Σ|e|/γ); ``seed`` seeds the
+    reparameterisation noise.
+    """
+
+    def __init__(
+        self,
+        model,
+        x: torch.Tensor,
+        h: int,
+        w: int,
+        *,
+        beta: float,
+        seed: int,
+        metric: str = "mse",
+        lam_scale: float = 1.0,
+    ):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if not (lam_scale > 0 and math.isfinite(lam_scale)):
+            raise ValueError(f"lam_scale must be a positive number, got {lam_scale!r}")
+        self.model, self.x, self.h, self.w = model, x, h, w
+        self.metric, self.beta, self.lam_scale = metric, float(beta), float(lam_scale)
+        self.gen = torch.Generator(device=x.device).manual_seed(int(seed))
+        self.lam: float | None = None
+        self.stats = RefineStats()
+
+    # -- objective ---------------------------------------------------------------------------
+    def _crop(self, x_hat: torch.Tensor) -> torch.Tensor:
+        return x_hat[..., : self.h, : self.w]
+
+    def _distortion(self, x_hat: torch.Tensor) -> torch.Tensor:
+        xh = self._crop(x_hat)
+        xr = self.x[..., : self.h, : self.w]
+        if self.metric == "mse":
+            return (xh - xr).pow(2).sum()
+        return xr[0, 0].numel() * (1.0 - _ms_ssim(xh.clamp(0, 1) * 255.0, xr * 255.0))
+
+    def calibrate(self, x_hat: torch.Tensor) -> float:
+        """λ from the amortised reconstruction (see the module docstring)."""
+        e = (self._crop(x_hat) - self.x[..., : self.h, : self.w]).detach()
+        gamma = self.model.likelihood.gamma().detach().view(1, -1, 1, 1)  # 1 for the unit-scale PLN
+        a = float((e.abs() / gamma).sum())
+        if self.metric == "mse":
+            s = float(e.pow(2).sum())
+            lam = a / (2.0 * self.beta * max(s, 1e-12))
+        else:
+            # slope of N(1-MS-SSIM) along the error direction at s=1, by a central difference
+            xr = self.x[..., : self.h, : self.w]
+            d = [float(self._distortion(torch.nn.functional.pad(xr + k * e, self._pad()))) for k in (0.9, 1.1)]
+            slope = max((d[1] - d[0]) / 0.2, 1e-12)
+            lam = a / (self.beta * slope)
+        self.lam = lam * LAMBDA_SCALE[self.metric] * self.lam_scale
+        return self.lam
+
+    def _pad(self) -> tuple[int, int, int, int]:
+        return (0, self.x.shape[-1] - self.w, 0, self.x.shape[-2] - self.h)
+
+    def _noise(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.gen, device=like.device, dtype=like.dtype)
+
+    def _step(self, opt: torch.optim.Optimizer, loss_fn) -> float:
+        opt.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = loss_fn()
+            loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    def _record(self, losses: list[float], t0: float) -> None:
+        if losses:
+            if self.stats.steps == 0:
+                self.stats.objective_before = losses[0]
+            self.stats.objective_after = losses[-1]
+            self.stats.steps += len(losses)
+        self.stats.seconds += time.perf_counter() - t0
+
+    # -- the two stages --------------------------------------------------------------------------
+    def level2(self, bu: Gaussian, q2: Gaussian, steps: int, lr: float) -> tuple[Gaussian, Gaussian]:
+        """Refine q(z2|x) and the bottom-up N(μx, σx²) jointly; returns (q2, bottom_up)."""
+        t0 = time.perf_counter()
+        m = self.model
+        if self.lam is None:
+            self.calibrate(m.synthesize(m.posterior1(bu, m.prior1(q2.mean)).mean))
+        if steps <= 0:
+            self._record([], t0)
+            return q2, bu
+        o2, ox = _Offsets(q2), _Offsets(bu)
+        opt = torch.optim.Adam(o2.params() + ox.params(), lr=lr)
+
+        def loss_fn() -> torch.Tensor:
+            g2 = o2.gaussian()
+            z2 = g2.rsample(self._noise(g2.mean))
+            p1 = m.prior1(z2)
+            q1 = m.posterior1(ox.gaussian(), p1)
+            z1 = q1.rsample(self._noise(q1.mean))
+            kl = g2.kl_standard().sum() + q1.kl(p1).sum()
+            return kl + self.lam * self._distortion(m.synthesize(z1))
+
+        losses = [self._step(opt, loss_fn) for _ in range(steps)]
+        self._record(losses, t0)
+        return o2.detached(), ox.detached()
+
+    def level1(self, q1: Gaussian, p1: Gaussian, steps: int, lr: float) -> Gaussian:
+        """Refine q(z1|z2,x) itself against the coded z2's prior ``p1`` (fixed); returns q1."""
+        t0 = time.perf_counter()
+        m = self.model
+        if self.lam is None:
+            self.calibrate(m.synthesize(q1.mean))
+        if steps <= 0:
+            self._record([], t0)
+            return q1
+        o1 = _Offsets(q1)
+        p1 = Gaussian(p1.mean.detach(), p1.std.detach())
+        opt = torch.optim.Adam(o1.params(), lr=lr)
+
+        def loss_fn() -> torch.Tensor:
+            g1 = o1.gaussian()
+            z1 = g1.rsample(self._noise(g1.mean))
+            return g1.kl(p1).sum() + self.lam * self._distortion(m.synthesize(z1))
+
+        losses = [self._step(opt, loss_fn) for _ in range(steps)]
+        self._record(losses, t0)
+        return o1.detached()
