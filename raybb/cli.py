@@ -235,10 +235,10 @@ def compress(
     """
     import warnings
 
-    from raybb.imageio import IMAGE_SUFFIXES, ImageWarning
-    from raybb.metrics import MS_SSIM_UNDEFINED
     from raybb.codec import _check_effort as check
     from raybb.codec import _check_targets
+    from raybb.imageio import IMAGE_SUFFIXES, ImageWarning
+    from raybb.metrics import MS_SSIM_UNDEFINED
 
     try:
         check(effort, metric)
