@@ -124,12 +124,17 @@ class JobSummary:
 # --------------------------------------------------------------------------------------------
 # Ray setup
 # --------------------------------------------------------------------------------------------
-def _live_local_cluster(address_file: str = "/tmp/ray/ray_current_cluster") -> bool:
-    """Whether /tmp/ray/ray_current_cluster names a GCS that accepts connections right now.
+def _live_local_cluster(address_file: str | None = None) -> bool:
+    """Whether ``$RAY_TMPDIR/ray/ray_current_cluster`` (default /tmp/ray/...) names a live GCS.
 
-    ``ray start`` (and ``ray.cluster_utils``) write that file; a crashed cluster leaves it behind,
-    and connecting to a dead address hangs for minutes, so it is checked with a 1 s TCP connect.
+    ``ray start`` (and ``ray.cluster_utils``) write that file, where ``ray.init("auto")`` also
+    looks; a crashed cluster leaves it behind, and connecting to a dead address hangs for minutes,
+    so it is checked with a 1 s TCP connect.
     """
+    if address_file is None:
+        from ray._common.utils import get_ray_address_file
+
+        address_file = get_ray_address_file(None)
     try:
         with open(address_file) as f:
             addr = f.read().strip()
