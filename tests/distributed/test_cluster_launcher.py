@@ -30,11 +30,10 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from _servers import free_port, seaweedfs_server
-from dist_helpers import SAMPLER, kodak_crops, upload
+from dist_helpers import SAMPLER, kodak_crops, smooth_pngs, upload
 
 from raybb.storage import read_bytes, read_manifest, resolve, sha256_hex
 
@@ -257,20 +256,6 @@ def _ray(args: list[str], env: dict, timeout: float) -> subprocess.CompletedProc
     return out
 
 
-def _smooth_pngs(n: int, size: int) -> dict[str, bytes]:
-    """Smooth random images (never Kodak: it is for evaluation only)."""
-    from PIL import Image
-
-    from raybb.imageio import encode_png
-
-    rng = np.random.default_rng(1)
-    out = {}
-    for i in range(n):
-        base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        out[f"p{i}.png"] = encode_png(np.asarray(Image.fromarray(base).resize((size, size), Image.BICUBIC)))
-    return out
-
-
 @pytest.mark.skipif(bool(_missing()), reason=f"needs {', '.join(_missing())} (Debian: openssh-server rsync)")
 def test_ray_up_submit_down_on_loopback(tmp_path, tiny_model):
     from raybb.codec import load_codec
@@ -279,14 +264,17 @@ def test_ray_up_submit_down_on_loopback(tmp_path, tiny_model):
     root = Path(tempfile.mkdtemp(prefix="rs", dir="/tmp"))  # short: Ray's socket paths live under it
     home = root / "home"
     name = f"raybb-t{uuid.uuid4().hex[:6]}"
-    with seaweedfs_server(tmp_path / "s3") as s3, loopback_sshd(root, home) as (port, key):
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
+        s3 = stack.enter_context(seaweedfs_server(tmp_path / "s3"))
+        port, key = stack.enter_context(loopback_sshd(root, home))
         _remote_home(root, home, s3)
         cfg = _cluster_config(root, port, key, name)
         opts = s3.storage_options
         bucket = f"s3://raybb-up-{uuid.uuid4().hex[:6]}"
         upload(resolve(f"{bucket}/photos", opts), files)
-        upload(resolve(f"{bucket}/train", opts), _smooth_pngs(4, 160))
-        upload(resolve(f"{bucket}/val", opts), _smooth_pngs(2, 176))
+        upload(resolve(f"{bucket}/train", opts), smooth_pngs(4, 160))
+        upload(resolve(f"{bucket}/val", opts), smooth_pngs(2, 176))
         env = dict(os.environ, RAY_TMPDIR=str(root / "launcher"), RAY_USAGE_STATS_ENABLED="0")
         (root / "launcher").mkdir()
         t0 = time.monotonic()
@@ -302,7 +290,8 @@ def test_ray_up_submit_down_on_loopback(tmp_path, tiny_model):
                 ],
                 env, 300,
             )  # fmt: skip
-            summary = json.loads(sub.stdout[sub.stdout.index("{") : sub.stdout.rindex("}") + 1])
+            start = sub.stdout.rindex("\n{\n") + 1  # the job prints its summary as indented JSON last
+            summary = json.loads(sub.stdout[start : sub.stdout.rindex("}") + 1])
             assert summary["total"] == len(files) and summary["processed"] == len(files)
             assert summary["ok"] + summary["errors"] == len(files) and summary["ok"] >= len(files) // 2
             assert summary["num_workers"] == 2 and summary["use_gpu"] is False
@@ -343,4 +332,3 @@ def test_ray_up_submit_down_on_loopback(tmp_path, tiny_model):
             print(f"ray up/submit/down: {time.monotonic() - t0:.0f}s")
         assert down.returncode == 0, down.stdout[-3000:] + down.stderr[-3000:]
         assert left == 0, "ray down left processes of the cluster running"
-    shutil.rmtree(root, ignore_errors=True)
