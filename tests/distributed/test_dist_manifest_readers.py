@@ -9,7 +9,8 @@ from _servers import local_ray
 
 from raybb.storage import COMPRESS_SCHEMA, CompressRow, ManifestWriter, manifest_location, new_run_id, resolve
 
-pytestmark = pytest.mark.timeout(180)
+# Slow: Ray start + a Ray Data pipeline took 40 s on our loaded 2-core machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def test_ray_data_reads_the_manifest_folder(tmp_path):
