@@ -589,30 +589,32 @@ def done_keys(
 ) -> KeySet:
     """Keys whose current manifest row is ok/skipped *and* whose output object exists at ``dst``.
 
-    Streams the manifest (current rows only) and the destination listing; holds two digests per
-    done row (32 bytes), then 16 bytes per done key.
+    Streams the destination listing first (16 bytes per output object), then the manifest's
+    current rows, keeping 16 bytes per done key; no row or key string is held.
     """
-    out_d: list[np.ndarray] = []
-    key_d: list[np.ndarray] = []
+    chunks: list[np.ndarray] = []
+    buf: list[bytes] = []
+    for obj in iter_objects(dst, (out_suffix,) if out_suffix else None):
+        buf.append(_digest(obj.key))
+        if len(buf) >= 65536:
+            chunks.append(np.array(buf, dtype="S16"))
+            buf = []
+    if buf:
+        chunks.append(np.array(buf, dtype="S16"))
+    if not chunks:
+        return KeySet(np.empty(0, "S16"))
+    outputs = np.unique(np.concatenate(chunks))
+    del chunks, buf
+    done: list[np.ndarray] = []
+    wanted = pa.array(list(done_statuses))
     for b in iter_manifest(manifest, schema, columns=["status", out_col]):
         t = pa.Table.from_batches([b])
-        t = t.filter(pc.and_(pc.is_in(t["status"], pa.array(list(done_statuses))), pc.is_valid(t[out_col])))
-        if t.num_rows:
-            out_d.append(_digests(t[out_col].combine_chunks()))
-            key_d.append(_digests(t["key"].combine_chunks()))
-    if not out_d:
-        return KeySet(np.empty(0, "S16"))
-    outs = np.concatenate(out_d)
-    keys = np.concatenate(key_d)
-    del out_d, key_d
-    order = np.argsort(outs, kind="stable")
-    outs, keys = outs[order], keys[order]
-    del order
-    found = np.zeros(len(outs), dtype=bool)
-    for obj in iter_objects(dst, (out_suffix,) if out_suffix else None):
-        x = np.array(_digest(obj.key), dtype="S16")
-        i = int(np.searchsorted(outs, x))
-        while i < len(outs) and outs[i] == x:
-            found[i] = True
-            i += 1
-    return KeySet(keys[found])
+        t = t.filter(pc.and_(pc.is_in(t["status"], wanted), pc.is_valid(t[out_col])))
+        if not t.num_rows:
+            continue
+        od = _digests(t[out_col].combine_chunks())
+        i = np.minimum(np.searchsorted(outputs, od), len(outputs) - 1)
+        found = outputs[i] == od
+        if found.any():
+            done.append(_digests(t["key"].combine_chunks())[found])
+    return KeySet(np.concatenate(done) if done else np.empty(0, "S16"))
