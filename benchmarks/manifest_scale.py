@@ -155,9 +155,10 @@ class PeakRss:
         self._t.join()
 
 
-def child(n: int, workers: int, shard_size: int) -> dict:
+def child(n: int, workers: int, shard_size: int, raybb_dir: str) -> dict:
     """One N in this process: fresh job, then the resume pass. Prints a JSON line."""
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), str(REPO), os.environ.get("PYTHONPATH", "")])
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(HERE), raybb_dir, os.environ.get("PYTHONPATH", "")])
+    sys.path[:0] = [raybb_dir]
     from raybb.distributed.driver import compress_bucket, init_ray
 
     init_ray(num_cpus=2)
@@ -182,7 +183,7 @@ def child(n: int, workers: int, shard_size: int) -> dict:
     t2 = time.monotonic()
     peak2 = rss.peak
     rss.stop()
-    files = sorted(Path(manifest).glob("*.parquet"))
+    files = sorted(Path(manifest).glob("*.parquet")) if Path(manifest).is_dir() else [Path(manifest)]
     out = dict(
         keys=n,
         fresh=dict(ok=s1.ok, seconds=round(t1 - t0, 1), baseline_mb=round(base, 1), peak_mb=round(peak1, 1)),
@@ -199,16 +200,25 @@ def child(n: int, workers: int, shard_size: int) -> dict:
     return out
 
 
+def _commit(path: str) -> str:
+    try:
+        out = subprocess.run(["git", "-C", path, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+        return f"{path} ({out.stdout.strip()[:80]})"
+    except OSError:
+        return path
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--keys", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--out", default=str(HERE / "results" / "manifest_scale"))
+    p.add_argument("--raybb", default=str(REPO), help="checkout whose raybb to measure (e.g. an older one)")
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child is not None:
-        child(a.child, a.workers, a.shard_size)
+        child(a.child, a.workers, a.shard_size, a.raybb)
         return 0
 
     sys.path.insert(0, str(REPO))
@@ -225,6 +235,8 @@ def main() -> int:
             str(a.workers),
             "--shard-size",
             str(a.shard_size),
+            "--raybb",
+            a.raybb,
         ]
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
@@ -238,7 +250,7 @@ def main() -> int:
     info = dict(
         machine=machine_info(), date=datetime.now(UTC).isoformat(timespec="seconds"),
         command="python benchmarks/manifest_scale.py " + " ".join(sys.argv[1:]),
-        workers=a.workers, shard_size=a.shard_size, flush_rows=10000, rows=rows,
+        workers=a.workers, shard_size=a.shard_size, flush_rows=10000, rows=rows, raybb=_commit(a.raybb),
     )  # fmt: skip
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -248,7 +260,8 @@ def main() -> int:
         "",
         f"Machine: {info['machine']['cpu']}, {os.cpu_count()} cores (shared with other jobs). "
         f"Date: {info['date']}. Command: `{info['command']}`.",
-        f"{a.workers} CPU actors, shards of {a.shard_size} keys, manifest files of up to 10000 rows.",
+        f"raybb at {info['raybb']}. {a.workers} CPU actors, shards of {a.shard_size} keys, "
+        "manifest files of up to 10000 rows.",
         "RSS of the driver process above its baseline after `ray.init` and imports, peak sampled every 50 ms.",
         "",
         "| keys | fresh run s | fresh peak RSS MB (+ over base) | resume s | resume peak RSS MB (+ over base) |"

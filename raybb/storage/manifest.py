@@ -66,6 +66,7 @@ Decompress manifest schema (:data:`DECOMPRESS_SCHEMA`): ``key`` (bitstream key),
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
@@ -447,6 +448,14 @@ def _iter_file(
             yield pa.RecordBatch.from_arrays(arrays, schema=target)
 
 
+def _trim() -> None:
+    """Give freed heap back to the OS (glibc keeps it otherwise, and RSS stays at the peak)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _digest(key: str) -> bytes:
     return hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
 
@@ -493,6 +502,7 @@ def iter_manifest(
             keep = np.zeros(n, dtype=bool)
             keep[order[last]] = True
         del order, sd, last
+        _trim()
     pos = 0
     for path in files:
         for b in _iter_file(fs, path, schema, columns, batch_rows):
@@ -556,12 +566,13 @@ def compact_manifest(
 class KeySet:
     """A read-only set of keys stored as sorted 16-byte digests (``in`` is a binary search).
 
-    About 16 bytes per key instead of ~100+ for a Python set of strings; a false match needs a
-    128-bit digest collision.
+    About 16 bytes per key instead of ~100+ for a Python set of strings (``len`` counts digests);
+    a false match needs a 128-bit digest collision.
     """
 
     def __init__(self, digests: np.ndarray) -> None:
-        self._d = np.unique(digests.astype("S16"))
+        self._d = digests.astype("S16", copy=False)
+        self._d.sort()  # in place; a duplicate key is harmless for ``in``
 
     def __len__(self) -> int:
         return len(self._d)
@@ -603,8 +614,9 @@ def done_keys(
         chunks.append(np.array(buf, dtype="S16"))
     if not chunks:
         return KeySet(np.empty(0, "S16"))
-    outputs = np.unique(np.concatenate(chunks))
+    outputs = np.concatenate(chunks)
     del chunks, buf
+    outputs.sort()
     done: list[np.ndarray] = []
     wanted = pa.array(list(done_statuses))
     for b in iter_manifest(manifest, schema, columns=["status", out_col]):
@@ -617,4 +629,7 @@ def done_keys(
         found = outputs[i] == od
         if found.any():
             done.append(_digests(t["key"].combine_chunks())[found])
-    return KeySet(np.concatenate(done) if done else np.empty(0, "S16"))
+    keys = KeySet(np.concatenate(done) if done else np.empty(0, "S16"))
+    del done, outputs
+    _trim()
+    return keys
