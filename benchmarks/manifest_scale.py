@@ -191,6 +191,7 @@ def child(n: int, workers: int, shard_size: int, raybb_dir: str) -> dict:
             already_done=s2.already_done, processed=s2.processed, seconds=round(t2 - t1, 1),
             baseline_mb=round(base2, 1), peak_mb=round(peak2, 1),
         ),
+        manifest_layout="dataset (folder)" if Path(manifest).is_dir() else "single file",
         manifest_files=len(files),
         manifest_mb=round(sum(f.stat().st_size for f in files) / 2**20, 2),
     )  # fmt: skip
@@ -256,7 +257,7 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(info, indent=1))
     lines = [
-        "# Driver memory vs. number of images (manifest dataset, streamed listing, stand-in codec)",
+        "# Driver memory vs. number of images (streamed listing, stand-in codec)",
         "",
         f"Machine: {info['machine']['cpu']}, {os.cpu_count()} cores (shared with other jobs). "
         f"Date: {info['date']}. Command: `{info['command']}`.",
@@ -265,15 +266,15 @@ def main() -> int:
         "RSS of the driver process above its baseline after `ray.init` and imports, peak sampled every 50 ms.",
         "",
         "| keys | fresh run s | fresh peak RSS MB (+ over base) | resume s | resume peak RSS MB (+ over base) |"
-        " manifest files | manifest MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        " manifest layout | files | MB |",
+        "|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         f, s = r["fresh"], r["resume"]
         lines.append(
             f"| {r['keys']:,} | {f['seconds']} | {f['peak_mb']} (+{f['peak_mb'] - f['baseline_mb']:.1f}) "
             f"| {s['seconds']} | {s['peak_mb']} (+{s['peak_mb'] - s['baseline_mb']:.1f}) "
-            f"| {r['manifest_files']} | {r['manifest_mb']} |"
+            f"| {r['manifest_layout']} | {r['manifest_files']} | {r['manifest_mb']} |"
         )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
