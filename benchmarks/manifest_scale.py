@@ -204,7 +204,7 @@ def child(n: int, workers: int, shard_size: int, raybb_dir: str) -> dict:
 def _commit(path: str) -> str:
     try:
         out = subprocess.run(["git", "-C", path, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
-        return f"{path} ({out.stdout.strip()[:80]})"
+        return f"{path} ({out.stdout.strip()[:80]})" if out.returncode == 0 else path
     except OSError:
         return path
 
@@ -215,7 +215,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--shard-size", type=int, default=1000)
     p.add_argument("--out", default=str(HERE / "results" / "manifest_scale"))
-    p.add_argument("--raybb", default=str(REPO), help="checkout whose raybb to measure (e.g. an older one)")
+    p.add_argument(
+        "--raybb", default=str(REPO), help="folder holding the raybb package to measure (e.g. an older export)"
+    )
     p.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child is not None:
@@ -240,7 +242,8 @@ def main() -> int:
             a.raybb,
         ]
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=7200)
+        # cwd: Ray puts the driver's working directory first on its workers' sys.path
+        r = subprocess.run(cmd, env=env, cwd=a.raybb, capture_output=True, text=True, timeout=7200)
         line = next((x for x in r.stdout.splitlines() if x.startswith("RESULT ")), None)
         if r.returncode != 0 or line is None:
             print(r.stdout[-3000:], r.stderr[-3000:], file=sys.stderr)
