@@ -1,6 +1,7 @@
 """Compress (or decompress) a whole bucket prefix on a Ray cluster: arguments -> library call.
 
-    ray submit cluster.yaml jobs/compress_bucket.py -- --src s3://bucket/photos/ --dst s3://bucket/archive/
+    ray submit cluster.yaml jobs/compress_bucket.py -- --src s3://bucket/photos/ --dst s3://bucket/archive/ \
+        --gpu yes --workers 8
     ray job submit --working-dir . -- python jobs/compress_bucket.py --src ... --dst ...
     python jobs/compress_bucket.py --src ./photos --dst ./archive          # local Ray, started for you
 
@@ -15,6 +16,17 @@ import sys
 
 from raybb.refine import EFFORTS
 
+_RENAMED = {"--num-workers": "--workers", "--use-gpu": "--gpu"}
+
+
+class _Deprecated(argparse.Action):
+    """Stores the value; warns when an option's old name was used."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        if option_string in _RENAMED:
+            print(f"warning: {option_string} is deprecated, use {_RENAMED[option_string]}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -22,9 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dst", required=True, help="destination prefix")
     p.add_argument("--decompress", action="store_true", help="decode .rbb bitstreams to PNG instead")
     p.add_argument("--manifest", default=None, help="manifest URL (default <dst>/_manifest.parquet)")
-    p.add_argument("--num-workers", type=int, default=None, help="actors (default: one per GPU or CPU)")
-    p.add_argument("--use-gpu", choices=["auto", "yes", "no"], default="auto",
-                   help="'yes' on autoscaling clusters whose GPU workers start at 0")
+    # Same names as `raybb bucket compress`; --num-workers/--use-gpu still work (deprecated).
+    p.add_argument("--workers", "--num-workers", dest="workers", type=int, default=None, action=_Deprecated,
+                   help="actors (default: one per GPU or CPU)")
+    p.add_argument("--gpu", "--use-gpu", dest="gpu", choices=["auto", "yes", "no"], default="auto",
+                   action=_Deprecated, help="'yes' on autoscaling clusters whose GPU workers start at 0")
     p.add_argument("--shard-size", type=int, default=16, help="images per shard")
     p.add_argument("--verify", action="store_true", help="decode each bitstream before marking it ok")
     p.add_argument("--model", default=None)
@@ -54,8 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(ok=ev.ok, err=ev.errors, skip=ev.skipped, workers=ev.workers, refresh=False)
             bar.refresh()
 
-    use_gpu = {"auto": "auto", "yes": True, "no": False}[a.use_gpu]
-    common = dict(manifest=a.manifest, num_workers=a.num_workers, use_gpu=use_gpu, shard_size=a.shard_size,
+    use_gpu = {"auto": "auto", "yes": True, "no": False}[a.gpu]
+    common = dict(manifest=a.manifest, num_workers=a.workers, use_gpu=use_gpu, shard_size=a.shard_size,
                   model=a.model, sampler=a.sampler, resume=not a.no_resume, overwrite=a.overwrite,
                   progress=progress, ray_address=a.address, allow_empty=a.allow_empty)
     from raybb.cli import exit_code_for

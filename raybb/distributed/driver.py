@@ -4,13 +4,14 @@
 
     source prefix ──iter_objects (streamed, sorted)──> skip keys already done (resume)
         └─> plan_shards (count/bytes) ──> up to `max_in_flight` shards on ready actors (ray.wait)
-              ├─ rows  ──> ManifestWriter (parts flushed every N rows) ──> compacted manifest
+              ├─ rows  ──> ManifestWriter (files flushed every N rows) ──> Parquet dataset + _SUCCESS
               └─ actor/node died, or shard raised ──> shard requeued (attempt+1, fresh actor)
                                                        after `max_attempts` -> error rows
 
 Memory on the driver does not grow with the number of images: the listing is a generator, at
-most ``max_in_flight`` shards (keys only) are alive, and manifest rows are flushed to part files.
-Only resume keeps one set of already-done keys (built from the previous manifest).
+most ``max_in_flight`` shards (keys only) are alive, and manifest rows are flushed to files of the
+manifest dataset, never merged. Only resume keeps the already-done keys, as 16-byte digests
+(built by streaming the previous manifest and the destination listing).
 
 Resume (``resume=True``, the default): keys whose manifest row is ``ok``/``skipped`` *and* whose
 output still exists are not sent to any actor; their rows are carried over unchanged. Outputs that
@@ -36,7 +37,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import ray
 
 from raybb.distributed.actor import BITSTREAM_SUFFIX, CompressorActor
@@ -52,13 +52,14 @@ from raybb.storage import (
     STATUS_SKIPPED,
     CompressRow,
     DecompressRow,
+    KeySet,
     Location,
     ManifestWriter,
     ObjectInfo,
+    done_keys,
     iter_objects,
     manifest_location,
     new_run_id,
-    read_manifest,
     resolve,
 )
 
@@ -126,12 +127,17 @@ class JobSummary:
 # --------------------------------------------------------------------------------------------
 # Ray setup
 # --------------------------------------------------------------------------------------------
-def _live_local_cluster(address_file: str = "/tmp/ray/ray_current_cluster") -> bool:
-    """Whether /tmp/ray/ray_current_cluster names a GCS that accepts connections right now.
+def _live_local_cluster(address_file: str | None = None) -> bool:
+    """Whether ``$RAY_TMPDIR/ray/ray_current_cluster`` (default /tmp/ray/...) names a live GCS.
 
-    ``ray start`` (and ``ray.cluster_utils``) write that file; a crashed cluster leaves it behind,
-    and connecting to a dead address hangs for minutes, so it is checked with a 1 s TCP connect.
+    ``ray start`` (and ``ray.cluster_utils``) write that file, where ``ray.init("auto")`` also
+    looks; a crashed cluster leaves it behind, and connecting to a dead address hangs for minutes,
+    so it is checked with a 1 s TCP connect.
     """
+    if address_file is None:
+        from ray._common.utils import get_ray_address_file
+
+        address_file = get_ray_address_file(None)
     try:
         with open(address_file) as f:
             addr = f.read().strip()
@@ -309,20 +315,12 @@ def _default_workers(use_gpu: bool) -> int:
 # --------------------------------------------------------------------------------------------
 # Resume state
 # --------------------------------------------------------------------------------------------
-def _done_keys(table: pa.Table, dst: Location, out_col: str, out_suffix: str | None) -> set[str]:
-    """Keys marked ok/skipped in the manifest whose output object still exists at ``dst``."""
-    if table.num_rows == 0:
-        return set()
-    mask = pc.is_in(table["status"], pa.array([STATUS_OK, STATUS_SKIPPED]))
-    good = table.filter(mask)
-    want = dict(zip(good[out_col].to_pylist(), good["key"].to_pylist(), strict=True))
-    del good
-    done: set[str] = set()
-    for obj in iter_objects(dst, (out_suffix,) if out_suffix else None):
-        k = want.pop(obj.key, None)
-        if k is not None:
-            done.add(k)
-    return done
+def _done_keys(mloc: Location, schema: pa.Schema, dst: Location, out_col: str, out_suffix: str | None) -> KeySet:
+    """Keys marked ok/skipped in the manifest whose output object still exists at ``dst``.
+
+    Streamed from the manifest and the destination listing; kept as 16-byte digests per key.
+    """
+    return done_keys(mloc, dst, schema, out_col, out_suffix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,9 +398,9 @@ def _run_job(
     summary.num_workers, summary.use_gpu = n_workers, gpu
     limit = max_in_flight or 2 * n_workers
 
-    done: set[str] = set()
+    done: KeySet | set[str] = set()
     if resume:
-        done = _done_keys(read_manifest(mloc, schema), dst_loc, out_col, out_suffix)
+        done = _done_keys(mloc, schema, dst_loc, out_col, out_suffix)
     # Counting pass: totals for progress/ETA without holding the listing.
     todo_total = 0
     for obj in iter_objects(src_loc, suffixes):
@@ -618,9 +616,9 @@ def _run_job(
             emit()
         writer.close()
     except BaseException:
-        # Keep what we have (crash-safe parts); do not compact a half job.
+        # Keep what we have (crash-safe files); no _SUCCESS marker for a half job.
         try:
-            writer.close(compact=False)
+            writer.close(complete=False)
         finally:
             for s in slots:
                 if s is not None:

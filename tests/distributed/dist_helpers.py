@@ -53,8 +53,18 @@ def photo_crops(n: int, size: tuple[int, int] = (64, 96)) -> dict[str, bytes]:
     return out
 
 
-#: The name the distributed tests import (the crops were cut from Kodak before tests/data existed).
-kodak_crops = photo_crops
+def smooth_pngs(n: int, size: int, seed: int = 1) -> dict[str, bytes]:
+    """``n`` smooth random ``size``x``size`` PNGs for training tests (never Kodak: evaluation only)."""
+    from PIL import Image
+
+    from raybb.imageio import encode_png
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for i in range(n):
+        base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        out[f"p{i}.png"] = encode_png(np.asarray(Image.fromarray(base).resize((size, size), Image.BICUBIC)))
+    return out
 
 
 def bad_files() -> dict[str, bytes]:

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from _servers import local_ray, seaweedfs_server
-from dist_helpers import SAMPLER, bad_files, kodak_crops, upload
+from dist_helpers import SAMPLER, bad_files, photo_crops, upload
 from PIL import Image
 
 from raybb import metrics
 from raybb.distributed import compress_bucket, decompress_bucket
 from raybb.imageio import decode_image
-from raybb.storage import iter_objects, read_bytes, resolve
+from raybb.storage import iter_objects, read_bytes, read_manifest, resolve
 
 pytestmark = [pytest.mark.s3, pytest.mark.timeout(300)]
 
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.s3, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny_model):
     with seaweedfs_server(tmp_path_factory.mktemp("s3")) as s3, local_ray(num_cpus=2):
-        good = kodak_crops(6)
+        good = photo_crops(6)
         bad = bad_files()
         src = "s3://raybb-photos/in"
         upload(resolve(src, s3.storage_options), {**good, **bad, "kodak/readme.txt": b"not listed"})
@@ -132,7 +132,7 @@ def test_compress_bucket_to_bucket_then_resume_then_decompress(env):
     again, _ = _run(env, dst)
     assert again.already_done == len(oks) and again.processed == n_bad + n_codec_err
     assert again.ok + again.errors == again.processed and again.skipped == 0
-    df2 = pd.read_parquet(again.manifest, storage_options=opts).set_index("key")
+    df2 = read_manifest(again.manifest, storage_options=opts).to_pandas().set_index("key")  # current rows
     assert len(df2) == n_good + n_bad and df2.index.is_unique
     assert set(df2.loc[oks, "run_id"]) == {summary.run_id}  # old rows kept, not redone
     assert set(df2.loc[list(env["bad"]), "run_id"]) == {again.run_id}

@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 import ray
 from _servers import local_ray, seaweedfs_server
-from dist_helpers import SAMPLER, kodak_crops, upload
+from dist_helpers import SAMPLER, photo_crops, upload
 
 from raybb.distributed import compress_bucket
-from raybb.storage import iter_objects, resolve
+from raybb.storage import iter_objects, read_manifest, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,8 +36,10 @@ def env(tmp_path_factory, tiny_model):
 
 
 def _check_exactly_once(summary, keys, dst_loc, storage_options=None):
-    df = pd.read_parquet(summary.manifest, storage_options=storage_options)
+    df = read_manifest(summary.manifest, storage_options=storage_options).to_pandas()  # current rows
     assert sorted(df["key"]) == sorted(keys) and df["key"].is_unique
+    raw = pd.read_parquet(summary.manifest, storage_options=storage_options)  # the dataset, as is
+    assert set(raw["key"]) == set(keys) and len(raw) >= len(keys)
     # no image was given up on: only the codec's own per-image errors are allowed
     assert not df["error"].fillna("").str.contains("shard failed").any(), df["error"].dropna().tolist()
     ok = df[df["status"].isin(["ok", "skipped"])]
@@ -48,7 +50,7 @@ def _check_exactly_once(summary, keys, dst_loc, storage_options=None):
 
 
 def test_killed_actor_shards_are_retried(env, tmp_path):
-    files = kodak_crops(24)
+    files = photo_crops(24)
     src, dst = tmp_path / "src", tmp_path / "dst"
     upload(resolve(str(src)), files)
     killed = []
@@ -82,7 +84,7 @@ def test_killed_actor_shards_are_retried(env, tmp_path):
 @pytest.mark.s3
 def test_s3_restart_mid_job_completes(env):
     opts = env["s3"].storage_options
-    files = kodak_crops(8)
+    files = photo_crops(8)
     src, dst = "s3://raybb-flaky/src", "s3://raybb-flaky/dst"
     upload(resolve(src, opts), files)
     restarted = []
@@ -121,10 +123,10 @@ DRIVER = textwrap.dedent(
 
 
 def test_killed_driver_then_rerun_resumes_without_recompressing(env, tmp_path):
-    files = kodak_crops(14)
+    files = photo_crops(14)
     src, dst = tmp_path / "src", tmp_path / "dst"
     upload(resolve(str(src)), files)
-    parts = dst / "_manifest.parquet.parts"
+    parts = dst / "_manifest.parquet"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -153,7 +155,7 @@ def test_killed_driver_then_rerun_resumes_without_recompressing(env, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         proc.stdout.close()
-    assert not (dst / "_manifest.parquet").exists()  # never compacted: the run did not finish
+    assert not (dst / "_manifest.parquet" / "_SUCCESS").exists()  # no marker: the run did not finish
     time.sleep(1.0)  # let Ray reap the dead driver's actors (an in-flight write is atomic anyway)
     before = {p.relative_to(dst).as_posix(): p.stat().st_mtime_ns for p in dst.rglob("*.rbb")}
     assert 3 <= len(before) < len(files)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from _servers import free_port
-from dist_helpers import SAMPLER, kodak_crops, upload
+from dist_helpers import SAMPLER, photo_crops, upload
 
 from raybb.storage import iter_objects, resolve
 
@@ -95,7 +95,7 @@ def ray_head():
 
 
 def test_job_script_via_ray_job_submit(tmp_path, tiny_model):
-    files = kodak_crops(4)
+    files = photo_crops(4)
     src, dst = tmp_path / "src", tmp_path / "dst"
     upload(resolve(str(src)), files)
     with ray_head() as (url, env):
