@@ -28,7 +28,8 @@ def test_old_manifest_without_effort_columns_reads_and_compacts(tmp_path):
     w = ManifestWriter(m, COMPRESS_SCHEMA, new_run_id(), flush_rows=10, flush_seconds=3600)
     w.add([CompressRow(key="b", status="ok", effort=2, refine_steps=12, refine_seconds=3.5,
                        finished_at=datetime.now(UTC))])  # fmt: skip
-    w.close()
-    rows = {r["key"]: r for r in compact_manifest(m).to_pylist()}
+    w.close(complete=True)
+    assert compact_manifest(m) == 2
+    rows = {r["key"]: r for r in read_manifest(m).to_pylist()}
     assert rows["a"]["effort"] is None
     assert (rows["b"]["effort"], rows["b"]["refine_steps"], rows["b"]["refine_seconds"]) == (2, 12, 3.5)
