@@ -32,8 +32,9 @@ from raybb.coding import SAMPLERS, CodedSampler, DiagGaussian, StreamKey, get_sa
 from raybb.errors import CodingError, CorruptPayload, ImageError, ModelMismatch, RaybbError
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.distributions import Gaussian
-from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
+from raybb.model.ladder import TOTAL_STRIDE
 from raybb.model.weights import LoadedModel, load_weights
+from raybb.tiling import Tiler, tile_pixels_for, to_uint8
 
 __all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_MAX",
            "PFR_EXACT", "parse_pipeline"]
@@ -203,6 +204,7 @@ class Codec:
         device: str | torch.device = "cpu",
         model_name: str = "",
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        tile_pixels: int | None = None,
     ):
         self.device = torch.device(device)
         self.loaded = loaded
@@ -216,6 +218,8 @@ class Codec:
             1: get_sampler(*_resolve_channels(spec1, shape1[1])),
         }
         self.max_pixels = max_pixels
+        # transforms run over tiles of at most this many pixels (None: sized for the device)
+        self.tiler = Tiler(self.model, tile_pixels_for(self.device, tile_pixels))
 
     @property
     def fingerprint(self) -> str:
@@ -242,12 +246,8 @@ class Codec:
             raise ImageError(f"image has {arr.shape[0] * arr.shape[1]} pixels, above the limit of {self.max_pixels}")
         return np.ascontiguousarray(arr)
 
-    def _image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(self.device, torch.float32).div_(255.0)[None]
-
     def _to_uint8(self, x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
-        x = x_hat[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
-        return x.permute(1, 2, 0).cpu().numpy()
+        return to_uint8(x_hat, h, w)
 
     def _latent_shapes(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         hp = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE
@@ -266,14 +266,13 @@ class Codec:
         seed = _seed_from_pixels(rgb) if seed is None else int(seed)
         if not 0 <= seed < 2**63:
             raise CodingError("seed must be in [0, 2**63)")
-        x, _ = pad_to_stride(self._image_tensor(rgb))
-        m = self.model
-        bu = m.bottom_up(x)
-        q2 = m.posterior2(bu)
+        m, t = self.model, self.tiler
+        bu = t.bottom_up(rgb, self.device)  # tiled g_a (raybb/tiling.py): memory bounded by the tile budget
+        q2 = t.posterior2(bu)
         p2 = m.prior2_like(q2)
         enc2 = self.samplers[2].encode(_flat(q2), _flat(p2), StreamKey(seed, 0, 2))
         z2 = enc2.sample.reshape(q2.mean.shape)
-        p1 = m.prior1(z2)
+        p1 = t.prior1(z2)
         q1 = m.posterior1(bu, p1)
         enc1 = self.samplers[1].encode(_flat(q1), _flat(p1), StreamKey(seed, 0, 1))
         sections = []
@@ -301,7 +300,7 @@ class Codec:
         rgb, seed, m = e.rgb, e.seed, self.model
         h, w = rgb.shape[:2]
         (q2, p2, enc2), (q1, p1, enc1) = e.level2, e.level1
-        rec = self._to_uint8(m.synthesize(enc1.sample.reshape(q1.mean.shape)), h, w)
+        rec = self.tiler.synthesize_uint8(enc1.sample.reshape(q1.mean.shape), h, w)
         seconds = time.perf_counter() - e.t0
         kl2 = float(q2.kl(p2).sum()) / math.log(2)
         kl1 = float(q1.kl(p1).sum()) / math.log(2)
@@ -322,10 +321,10 @@ class Codec:
         if theoretical:
             g = torch.Generator(device=self.device).manual_seed(seed)
             z2e = q2.mean + q2.std * torch.randn(q2.mean.shape, generator=g, device=self.device)
-            p1e = m.prior1(z2e)
+            p1e = self.tiler.prior1(z2e)
             q1e = m.posterior1(e.bottom_up, p1e)
             z1e = q1e.mean + q1e.std * torch.randn(q1e.mean.shape, generator=g, device=self.device)
-            rec_e = self._to_uint8(m.synthesize(z1e), h, w)
+            rec_e = self.tiler.synthesize_uint8(z1e, h, w)
             res.theoretical_psnr = psnr(rgb, rec_e)
             res.theoretical_ms_ssim = ms_ssim(rgb, rec_e)
         return res
@@ -368,9 +367,10 @@ class Codec:
         zeros = torch.zeros(shape2, device=self.device)
         p2 = DiagGaussian(zeros.reshape(-1), torch.ones_like(zeros).reshape(-1))
         z2 = sampler2.decode(p2, StreamKey(c.seed, 0, 2), s2.payload).reshape(shape2)
-        p1 = m.prior1(z2)
+        p1 = self.tiler.prior1(z2)
         z1 = sampler1.decode(_flat(p1), StreamKey(c.seed, 0, 1), s1.payload).reshape(shape1)
-        return self._to_uint8(m.synthesize(z1), c.height, c.width)
+        del p1
+        return self.tiler.synthesize_uint8(z1, c.height, c.width)
 
     def _sampler_for(self, s: bitstream.Section) -> CodedSampler:
         try:
@@ -392,6 +392,7 @@ def load_codec(
     sampler: str | None = None,
     device: str | torch.device | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    tile_pixels: int | None = None,
 ) -> Codec:
     """Load a model (registry name, quality number, or path to .safetensors; None = default) into a Codec."""
     from raybb.registry import resolve_model
@@ -400,4 +401,4 @@ def load_codec(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     loaded = load_weights(path, device=dev)
     name = Path(path).stem
-    return Codec(loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels)
+    return Codec(loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels, tile_pixels=tile_pixels)

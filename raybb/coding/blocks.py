@@ -116,6 +116,10 @@ class OutlierCodec:
         return torch.mul(torch.sub(i, self._dither(pos)), 2.0**-e)
 
 
+#: Superblocks per chunk of :func:`tree_split` (chunks only bound memory; the flags do not change).
+_TREE_CHUNK = 1 << 16
+
+
 def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Replay the split tree: ``decide(level, starts, sizes) -> bool mask`` for splittable nodes.
 
@@ -153,18 +157,39 @@ def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -
     Cheaper side information than free block sizes: one (entropy-coded) flag per tree node, and
     blocks of near-zero KL stay whole.  Returns raster-ordered leaf (sizes, tree levels); the
     level is a free context for entropy coding (deeper leaves have KL close to the budget).
-    """
-    cum = np.r_[0.0, np.cumsum(np.maximum(np.asarray(kl, dtype=np.float64), 0.0))]
 
-    def decide(level, starts, sizes):
-        flags = (cum[starts + sizes] - cum[starts]) > budget_bits
+    Nodes never cross superblocks, so the tree is built over chunks of superblocks (bounded
+    memory for a 37.5 M-dim latent) and the flags are written level by level afterwards: the same
+    flags, in the same order, as one pass.  The KL prefix sums are carried from chunk to chunk in
+    the same sequential order, so every node's KL is the same float64 number.
+    """
+    kl = np.asarray(kl, dtype=np.float64)
+    n = len(kl)
+    flags_by_level: list[list[np.ndarray]] = []
+    leaves = []
+    carry = 0.0
+    span = superblock * _TREE_CHUNK
+    for c0 in range(0, max(n, 1), span):
+        c1 = min(n, c0 + span)
+        cum = np.cumsum(np.r_[carry, np.maximum(kl[c0:c1], 0.0)])
+        carry = float(cum[-1])
+
+        def decide(level, starts, sizes, cum=cum):  # starts are local to the chunk
+            flags = (cum[starts + sizes] - cum[starts]) > budget_bits
+            while len(flags_by_level) <= level:
+                flags_by_level.append([])
+            flags_by_level[level].append(flags)
+            return flags
+
+        st, sz, lv = _tree_levels(c1 - c0, superblock, decide)
+        leaves.append((st + c0, sz, lv))
+    for parts in flags_by_level:
+        flags = np.concatenate(parts)
         ones = int(flags.sum())
         w.uint(ones, flags.size.bit_length())
         p1 = (ones + 0.5) / (flags.size + 1.0)
         w.categorical(flags.astype(np.int32), np.array([1.0 - p1, p1]))
-        return flags
-
-    return _tree_levels(len(kl), superblock, decide)[1:]
+    return np.concatenate([x[1] for x in leaves]), np.concatenate([x[2] for x in leaves])
 
 
 def read_tree(r: Reader, n: int, superblock: int) -> tuple[np.ndarray, np.ndarray]:

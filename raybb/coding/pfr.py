@@ -81,6 +81,12 @@ _POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
 _K0 = 128  # ranks with per-block arrival times
 _SLACK = 1e-5  # relative slack on the search bounds, far above float32 rounding of the scores
 _CHUNK_ELEMS = 1 << 22  # (blocks x pool rows) log-weights scored per GEMM
+#: Blocks per layout/search chunk.  Every block's candidates, signs and arrival times are keyed by
+#: its global index, and its rank does not depend on the other blocks searched with it, so cutting
+#: the blocks into chunks changes no byte; it bounds the per-dim temporaries of a 100 MP latent
+#: (37.5 M dims) and keeps the scoring GEMM's coefficients in cache (measured on a 6 MP image:
+#: one 107k-block search took 99 s, chunks of 8192 blocks: benchmarks/results/tiling_cpu.md).
+_BLOCK_CHUNK = 8192
 
 
 _MIN_CLASS = 8  # narrowest column class
@@ -95,19 +101,23 @@ class _Layout:
     random signs and a random row offset.  Classes only exist to keep the scoring GEMM small.
     """
 
-    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device) -> None:
+    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device,
+                 block0: int = 0) -> None:
+        """``sizes`` are blocks ``block0, block0 + 1, ...`` of the latent, ``inl`` their dims; block
+        indices here are local (0 = ``block0``), the shared randomness is keyed by global ones."""
         self.n_blocks = len(sizes)
+        self.block0 = block0
         self.block_of = np.repeat(np.arange(self.n_blocks), sizes)
         starts = np.cumsum(sizes) - sizes
         self.j = np.arange(len(inl)) - starts[self.block_of]
         self.inl = inl
         self.width = width
         nmask = (1 << log2n) - 1
-        b_all = torch.arange(self.n_blocks, device=device)
+        b_all = torch.arange(block0, block0 + self.n_blocks, device=device)
         self.row_off = rnd.raw_bits(keys[_ROW], b_all, torch.zeros((), dtype=torch.int32)) & nmask
         bo = torch.as_tensor(self.block_of, device=device)
         jt = torch.as_tensor(self.j, device=device)
-        sbit = rnd.raw_bits(keys[_SIGN], bo, jt) & 1
+        sbit = rnd.raw_bits(keys[_SIGN], bo + block0, jt) & 1
         self.sign = (1 - 2 * sbit).to(torch.float32)
         wlog = np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64) + 1
         self.cls = np.minimum(width, np.maximum(_MIN_CLASS, np.left_shift(np.int64(1), wlog)))
@@ -124,11 +134,28 @@ class _Layout:
             step = max(1, (1 << 20) // w)
             for b0 in range(0, len(blocks), step):  # bounded memory
                 bt = bt_all[b0:b0 + step]
-                bits = rnd.raw_bits(keys[_PERM], bt[:, None], cols[None, :].to(torch.int32))
+                bits = rnd.raw_bits(keys[_PERM], bt[:, None] + block0, cols[None, :].to(torch.int32))
                 perm[b0:b0 + step] = torch.argsort((bits << 9) | cols[None, :], dim=1)[:, :dmax]
             dims = torch.as_tensor(np.flatnonzero(cls_of_dim == w), device=device)
             local = torch.as_tensor(np.searchsorted(blocks, self.block_of[dims.cpu().numpy()]), device=device)
             self.col[dims] = perm[local, jt[dims]]
+
+
+def _inliers(out_pos: np.ndarray, d0: int, d1: int) -> np.ndarray:
+    """Latent positions of inliers number d0..d1-1 (inliers = dims not in the sorted ``out_pos``),
+    without a per-dim mask: the k-th inlier sits after the outliers with fewer inliers before them."""
+    k = np.arange(d0, d1, dtype=np.int64)
+    if len(out_pos) == 0:
+        return k
+    return k + np.searchsorted(out_pos - np.arange(len(out_pos)), k, side="right")
+
+
+def _chunks(sizes: np.ndarray, blocks: int = _BLOCK_CHUNK):
+    """(first block, end block, first dim, end dim) of consecutive chunks of ``blocks`` blocks."""
+    ends = np.cumsum(sizes)
+    for b0 in range(0, len(sizes), blocks):
+        b1 = min(len(sizes), b0 + blocks)
+        yield b0, b1, int(ends[b0 - 1]) if b0 else 0, int(ends[b1 - 1])
 
 
 @register
@@ -176,15 +203,16 @@ class PFRSampler(IntParams):
         if not 0 <= self.channels <= 65536:
             raise CorruptPayload("pfr: channels must be in [0, 65536] (0 = resolved by the codec)")
 
-    def _position_major(self, d: int) -> torch.Tensor | None:
-        """The position-major permutation of a (channels, d / channels) latent; None without channels."""
+    def _position_major(self, d: int) -> bool:
+        """Whether this latent may be coded position-major: the (channels, d / channels) latent read
+        position by position, i.e. transposed (a flag in the payload says whether it was)."""
         if self.channels == 1:
-            return None
+            return False
         if self.channels == 0:
             raise CorruptPayload("pfr: channels=0 ('the latent's channel count') was not resolved to a number")
         if d % self.channels:
             raise CorruptPayload(f"pfr: a latent of {d} dims does not have {self.channels} channels")
-        return torch.arange(d).view(self.channels, d // self.channels).T.reshape(-1)
+        return True
 
     def _n_blocks(self, kl: np.ndarray) -> int:
         """How many blocks the split tree makes of these per-dim KLs (flags go to a scratch writer)."""
@@ -204,32 +232,48 @@ class PFRSampler(IntParams):
         m, s = standardize(q, p)
         kl_np = kl_bits_std(m, s).cpu().numpy()
         use_pm = False
-        if pm is not None:
-            kl_pm = kl_np[pm.numpy()]
+        if pm:
+            # the position-major order as a transposed copy (no index arrays: a 100 MP latent has
+            # 37.5 M dims, and every per-dim int64/float64 array is 300 MB)
+            c = self.channels
+            kl_pm = np.ascontiguousarray(kl_np.reshape(c, -1).T).reshape(-1)
             use_pm = self._n_blocks(kl_pm) < self._n_blocks(kl_np)
             if use_pm:
-                pm_dev = pm.to(dev)
-                m, s, kl_np = m[pm_dev], s[pm_dev], kl_pm
+                m, s, kl_np = (m.view(c, -1).T.reshape(-1), s.view(c, -1).T.reshape(-1), kl_pm)
+            del kl_pm
+        kl_total = float(kl_np.sum())
         out_pos = np.flatnonzero(kl_np > self.outlier_bits)
-        inl = np.flatnonzero(kl_np <= self.outlier_bits)
+        kl_out = kl_np[out_pos]
+        if len(out_pos):
+            kl_np = np.delete(kl_np, out_pos)  # the inliers' KLs, in order
         w = Writer()
         w.uint(d, 32)
-        if pm is not None:
+        if pm:
             w.uint(int(use_pm), 1)
         write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), m, s, out_pos)
-        sizes, _levels = tree_split(kl_np[inl], self.max_dims, self.budget_bits, w)
-        lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
-        ranks = self._search(m, s, lay, keys)
+        sizes, _levels = tree_split(kl_np, self.max_dims, self.budget_bits, w)
+        ranks = np.zeros(len(sizes), dtype=np.int64)
+        bsum = np.zeros(len(sizes))
+        pruned = 0
+        pool = self._pool(keys, dev)
+        for b0, b1, d0, d1 in _chunks(sizes):
+            lay = _Layout(_inliers(out_pos, d0, d1), sizes[b0:b1], self.log2_candidates, self.pool_width, keys,
+                          dev, b0)
+            ranks[b0:b1] = self._search(m, s, lay, keys, pool)
+            bsum[b0:b1] = np.bincount(lay.block_of, weights=kl_np[d0:d1], minlength=b1 - b0)
+            pruned += self._pruned
+            del lay
+        self._pruned = pruned
+        del m, s, kl_np, pool
         w.log_bucket(ranks)
         payload = w.finish()
         sample = self.decode(p, key, payload)
-        bsum = np.bincount(lay.block_of, weights=kl_np[inl], minlength=len(sizes))
         stats = {
-            "kl_bits": float(kl_np.sum()),
+            "kl_bits": kl_total,
             "coded_bits": 8 * len(payload),
             "n_outliers": int(len(out_pos)),
             "n_blocks": int(len(sizes)),
-            "outlier_kl_bits": float(kl_np[out_pos].sum()),
+            "outlier_kl_bits": float(kl_out.sum()),
             "max_block_kl_bits": float(bsum.max()) if len(sizes) else 0.0,
             "mean_log2_rank": float(np.log2(ranks + 1).mean()) if len(sizes) else 0.0,
             "position_major": int(use_pm),  # the coding order chosen (see the module docstring)
@@ -240,7 +284,15 @@ class PFRSampler(IntParams):
     def pool_width(self) -> int:
         return 2 << max(0, (self.max_dims - 1).bit_length())
 
-    def _search(self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict) -> np.ndarray:
+    def _pool(self, keys: dict, dev) -> torch.Tensor:
+        """The shared candidate pool, column-major (W, N): pool_t[c, r] is row r, column c."""
+        n, w = 1 << self.log2_candidates, self.pool_width
+        cells = (torch.arange(n, device=dev, dtype=torch.int32)[None, :] * w
+                 + torch.arange(w, device=dev, dtype=torch.int32)[:, None])
+        return rnd.normal(keys[_POOL], torch.tensor(w, device=dev), cells)
+
+    def _search(self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict,
+                pool_t: torch.Tensor | None = None) -> np.ndarray:
         """Rank of the PFR winner for every block (truncated at N candidates).
 
         Arrival times: each block has its *own* first ``_K0`` arrivals (the ranks where almost all
@@ -251,12 +303,13 @@ class PFRSampler(IntParams):
         n = 1 << self.log2_candidates
         nb = lay.n_blocks
         ranks = np.zeros(nb, dtype=np.int64)
+        self._pruned = 0
         if nb == 0:
             return ranks
         k0 = min(_K0, n)
         w = lay.width
         bo = torch.as_tensor(lay.block_of, device=dev)
-        b_all = torch.arange(nb, device=dev)
+        b_all = torch.arange(lay.block0, lay.block0 + nb, device=dev)
         u0 = rnd.uniform(keys[_ARRIVAL], b_all[None, :],
                          torch.arange(k0, device=dev, dtype=torch.int32)[:, None]).double()
         t_own = torch.cumsum(-torch.log(u0), 0)  # (k0, nb) float64
@@ -270,10 +323,8 @@ class PFRSampler(IntParams):
         cb = cb64.to(torch.float32)
         # the pool is generated column-major, (W, N): pool_t[c, r] is row r, column c (the same
         # counter-based values); the scoring GEMM wants pool rows as its contiguous dimension
-        cells = (torch.arange(n, device=dev, dtype=torch.int32)[None, :] * w
-                 + torch.arange(w, device=dev, dtype=torch.int32)[:, None])
-        pool_t = rnd.normal(keys[_POOL], torch.tensor(w, device=dev), cells)
-        del cells
+        if pool_t is None:
+            pool_t = self._pool(keys, dev)
         roff = lay.row_off
         # ranks < k0: explicit per-block scores with the block's own arrival times.  Block b's
         # first k0 candidates are the k0 pool rows from r_b on (wrapping): with the pool's first
@@ -383,27 +434,26 @@ class PFRSampler(IntParams):
         pm = self._position_major(d)
         r = Reader(payload)
         check_latent_size(r, d, "pfr")
-        order = pm if pm is not None and r.uint(1) else None
+        transposed = pm and bool(r.uint(1))
         n_out, out_pos, e, words = read_outlier_section(r, d)
         sizes, _levels = read_tree(r, d - n_out, self.max_dims)
         n_blocks = len(sizes)
         ranks = r.log_bucket(n_blocks, limit=(1 << self.log2_candidates) - 1)
         r.finish()
-        mask = np.ones(d, dtype=bool)
-        mask[out_pos] = False
-        inl = np.flatnonzero(mask)
         z = torch.zeros(d, dtype=torch.float32, device=dev)
         if n_out:
             z[torch.as_tensor(out_pos, device=dev)] = OutlierCodec(keys[_ONOISE], keys[_ODITHER]).values(
                 e, words, out_pos, dev)
-        if n_blocks:
-            lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
-            nmask = (1 << self.log2_candidates) - 1
+        nmask = (1 << self.log2_candidates) - 1
+        for b0, b1, d0, d1 in _chunks(sizes):  # bounded memory; see _BLOCK_CHUNK
+            inl = _inliers(out_pos, d0, d1)
+            lay = _Layout(inl, sizes[b0:b1], self.log2_candidates, self.pool_width, keys, dev, b0)
             bo = torch.as_tensor(lay.block_of, device=dev)
-            row = (torch.as_tensor(ranks, device=dev)[bo] + lay.row_off[bo]) & nmask
+            row = (torch.as_tensor(ranks[b0:b1], device=dev)[bo] + lay.row_off[bo]) & nmask
             vals = rnd.normal(keys[_POOL], torch.tensor(lay.width, device=dev),
                               (row * lay.width + lay.col).to(torch.int32))
             z[torch.as_tensor(inl, device=dev)] = vals * lay.sign
-        if order is not None:
-            z = torch.empty_like(z).index_copy_(0, order.to(dev), z)
+            del lay, bo, row, vals
+        if transposed:  # coded position-major: back to channel-major
+            z = z.view(-1, self.channels).T.reshape(-1)
         return prior_sample(p, z)
