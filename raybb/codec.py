@@ -29,7 +29,17 @@ from PIL import Image
 
 from raybb import bitstream
 from raybb.coding import SAMPLERS, CodedSampler, DiagGaussian, StreamKey, get_sampler
-from raybb.errors import CodingError, CorruptPayload, ImageError, ModelMismatch, RaybbError
+from raybb.errors import (
+    CodingError,
+    CorruptPayload,
+    DecodeOutOfMemory,
+    EncodeOutOfMemory,
+    ImageError,
+    ModelMismatch,
+    OutOfMemory,
+    RaybbError,
+    TooManyPixels,
+)
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import TOTAL_STRIDE
@@ -137,7 +147,7 @@ class _Encoded:
     data: bytes
     rgb: np.ndarray
     seed: int
-    bottom_up: Gaussian  # N(μx, σx²), for the exact-sample ("theoretical") reconstruction
+    bottom_up: Gaussian | None  # N(μx, σx²), for the exact-sample reconstruction (None: tiled, recompute)
     level2: tuple
     level1: tuple
     t0: float  # perf_counter at the start, for encode_seconds
@@ -187,6 +197,52 @@ def _in_float32(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+_OOM_MESSAGES = ("not enough memory", "can't allocate memory", "out of memory", "failed to allocate")
+
+
+def _oom_as(error: type[OutOfMemory]):
+    """Method decorator: an allocation failure (torch.OutOfMemoryError, MemoryError, or torch's
+    RuntimeError "not enough memory" on the CPU) becomes ``error``, a typed RaybbError."""
+
+    def deco(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (torch.OutOfMemoryError, MemoryError) as e:
+                raise error(f"out of memory ({type(e).__name__}): {str(e)[:300]}") from e
+            except RuntimeError as e:
+                if not any(m in str(e).lower() for m in _OOM_MESSAGES):
+                    raise
+                raise error(f"out of memory: {str(e)[:300]}") from e
+
+        return wrapper
+
+    return deco
+
+
+def _kl_bits(q: Gaussian, p: Gaussian) -> float:
+    """KL[q‖p] in bits, summed channel by channel (no full-size temporaries for a large latent)."""
+    if q.mean.numel() <= 1 << 22:
+        return float(q.kl(p).sum()) / math.log(2)
+    total = 0.0
+    for c in range(q.mean.shape[1]):
+        sl = (slice(None), slice(c, c + 1))
+        total += float(Gaussian(q.mean[sl], q.std[sl]).kl(Gaussian(p.mean[sl], p.std[sl])).sum(dtype=torch.float64))
+    return total / math.log(2)
+
+
+#: Above this many pixels compress_with_stats reports MS-SSIM as NaN: pytorch-msssim works on the
+#: whole float image (~160 bytes per pixel measured at 6 MP), which would break the memory bound.
+MS_SSIM_MAX_PIXELS = 6_000_000
+
+
+def _ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from raybb.metrics import ms_ssim
+
+    return ms_ssim(a, b) if a.shape[0] * a.shape[1] <= MS_SSIM_MAX_PIXELS else math.nan
 
 
 def _flat(g) -> DiagGaussian:
@@ -268,12 +324,16 @@ class Codec:
             raise CodingError("seed must be in [0, 2**63)")
         m, t = self.model, self.tiler
         bu = t.bottom_up(rgb, self.device)  # tiled g_a (raybb/tiling.py): memory bounded by the tile budget
+        keep_bu = t.single_tile(h, w)  # a tiled image's bottom-up is recomputed if ever needed again
         q2 = t.posterior2(bu)
         p2 = m.prior2_like(q2)
         enc2 = self.samplers[2].encode(_flat(q2), _flat(p2), StreamKey(seed, 0, 2))
         z2 = enc2.sample.reshape(q2.mean.shape)
         p1 = t.prior1(z2)
         q1 = m.posterior1(bu, p1)
+        if not keep_bu:
+            del bu
+            bu = None
         enc1 = self.samplers[1].encode(_flat(q1), _flat(p1), StreamKey(seed, 0, 1))
         sections = []
         for level, enc, q in ((2, enc2, q2), (1, enc1, q1)):
@@ -290,27 +350,31 @@ class Codec:
         )
         return _Encoded(data, rgb, seed, bu, (q2, p2, enc2), (q1, p1, enc1), t0)
 
+    @_oom_as(EncodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
     def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False) -> CompressResult:
         """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality)."""
-        from raybb.metrics import ms_ssim, psnr  # metrics pulls pytorch-msssim; keep import lazy
+        from raybb.metrics import psnr  # metrics pulls pytorch-msssim; keep import lazy
 
         e = self._encode(image, seed)
         rgb, seed, m = e.rgb, e.seed, self.model
         h, w = rgb.shape[:2]
         (q2, p2, enc2), (q1, p1, enc1) = e.level2, e.level1
-        rec = self.tiler.synthesize_uint8(enc1.sample.reshape(q1.mean.shape), h, w)
+        kl2 = _kl_bits(q2, p2)
+        kl1 = _kl_bits(q1, p1)
+        z1 = enc1.sample.reshape(q1.mean.shape)
+        if not theoretical:  # a 100 MP image's q1 and p1 are 600 MB: free them before synthesis
+            e.level1 = q1 = p1 = None
+        rec = self.tiler.synthesize_uint8(z1, h, w)
         seconds = time.perf_counter() - e.t0
-        kl2 = float(q2.kl(p2).sum()) / math.log(2)
-        kl1 = float(q1.kl(p1).sum()) / math.log(2)
         res = CompressResult(
             data=e.data,
             width=w,
             height=h,
             bpp=len(e.data) * 8 / (w * h),
             psnr=psnr(rgb, rec),
-            ms_ssim=ms_ssim(rgb, rec),
+            ms_ssim=_ms_ssim(rgb, rec),
             kl_bits=kl1 + kl2,
             encode_seconds=seconds,
             reconstruction=rec,
@@ -322,13 +386,15 @@ class Codec:
             g = torch.Generator(device=self.device).manual_seed(seed)
             z2e = q2.mean + q2.std * torch.randn(q2.mean.shape, generator=g, device=self.device)
             p1e = self.tiler.prior1(z2e)
-            q1e = m.posterior1(e.bottom_up, p1e)
+            bu = e.bottom_up if e.bottom_up is not None else self.tiler.bottom_up(rgb, self.device)
+            q1e = m.posterior1(bu, p1e)
             z1e = q1e.mean + q1e.std * torch.randn(q1e.mean.shape, generator=g, device=self.device)
             rec_e = self.tiler.synthesize_uint8(z1e, h, w)
             res.theoretical_psnr = psnr(rgb, rec_e)
-            res.theoretical_ms_ssim = ms_ssim(rgb, rec_e)
+            res.theoretical_ms_ssim = _ms_ssim(rgb, rec_e)
         return res
 
+    @_oom_as(EncodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
     def compress(self, image, *, seed: int | None = None) -> bytes:
@@ -340,21 +406,21 @@ class Codec:
     def inspect(self, data: bytes) -> bitstream.Container:
         return bitstream.parse(data)
 
+    @_oom_as(DecodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
     def decompress(self, data: bytes) -> np.ndarray:
-        """Decode a .rbb byte string to an HxWx3 uint8 array; raises BitstreamError subclasses."""
+        """Decode a .rbb byte string to an HxWx3 uint8 array; raises BitstreamError subclasses
+        (``TooManyPixels`` for a header above ``max_pixels``, before anything is allocated)."""
         c = bitstream.parse(data)
+        check_pixels(c, self.max_pixels)
         if c.fingerprint != self.loaded.short_fingerprint:
             raise ModelMismatch(
                 f"bitstream made by model {c.fingerprint.hex()}, this codec has {self.loaded.short_fingerprint.hex()}"
             )
-        if c.width * c.height > self.max_pixels:
-            raise CorruptPayload(f"bitstream declares {c.width}x{c.height}, above the pixel limit")
         if len(c.sections) != 2:
             raise CorruptPayload(f"expected 2 level sections, found {len(c.sections)}")
         shape2, shape1 = self._latent_shapes(c.height, c.width)
-        m = self.model
         s2 = c.section(2)
         s1 = c.section(1)
         for s, shape in ((s2, shape2), (s1, shape1)):
@@ -384,6 +450,15 @@ class Codec:
         buf = io.BytesIO()
         Image.fromarray(self.decompress(data), "RGB").save(buf, format="PNG")
         return buf.getvalue()
+
+
+def check_pixels(c: bitstream.Container, max_pixels: int) -> None:
+    """Refuse a header that declares more than ``max_pixels`` pixels (TooManyPixels, exit 3)."""
+    if c.width * c.height > max_pixels:
+        raise TooManyPixels(
+            f"bitstream declares {c.width}x{c.height} = {c.width * c.height} pixels, above the limit of "
+            f"{max_pixels} (raise it with --max-pixels / max_pixels=)"
+        )
 
 
 def load_codec(

@@ -61,8 +61,15 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared error over all pixels and channels, on the 0..255 scale."""
     a, b = _check_pair(a, b)
-    d = a.astype(np.int32) - b.astype(np.int32)  # exact: no float rounding in the differences
-    return float(np.mean(d * d, dtype=np.float64))
+    if a.size <= 1 << 24:
+        d = a.astype(np.int32) - b.astype(np.int32)  # exact: no float rounding in the differences
+        return float(np.mean(d * d, dtype=np.float64))
+    total = 0  # large images: exact integer sums over row strips (no full-size int32 copies)
+    step = max(1, (1 << 22) // (a.shape[1] * 3))
+    for r in range(0, a.shape[0], step):
+        d = a[r : r + step].astype(np.int32) - b[r : r + step].astype(np.int32)
+        total += int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
+    return total / a.size
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -307,7 +307,6 @@ class PFRSampler(IntParams):
         if nb == 0:
             return ranks
         k0 = min(_K0, n)
-        w = lay.width
         bo = torch.as_tensor(lay.block_of, device=dev)
         b_all = torch.arange(lay.block0, lay.block0 + nb, device=dev)
         u0 = rnd.uniform(keys[_ARRIVAL], b_all[None, :],
