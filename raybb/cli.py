@@ -159,7 +159,9 @@ DeviceOpt = Annotated[
 MaxPixelsOpt = Annotated[
     int,
     typer.Option(
-        "--max-pixels", min=1, help="Refuse images (and bitstreams whose header declares images) above this many pixels."
+        "--max-pixels",
+        min=1,
+        help="Refuse images (and bitstreams whose header declares images) above this many pixels.",
     ),
 ]
 TilePixelsOpt = Annotated[
