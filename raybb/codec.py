@@ -155,7 +155,9 @@ class _Encoded:
 
 def _seed_from_pixels(rgb: np.ndarray) -> int:
     """Default seed: a hash of the pixels, so the same image always gives the same bytes."""
-    h = hashlib.sha256(np.ascontiguousarray(rgb).tobytes() + repr(rgb.shape).encode()).digest()
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(rgb)).cast("B"))  # = tobytes(), without the copy
+    h.update(repr(rgb.shape).encode())
+    h = h.digest()
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 

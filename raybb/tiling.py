@@ -41,6 +41,7 @@ __all__ = [
     "Tiler",
     "garbage_width",
     "tile_pixels_for",
+    "tile_pixels_for_memory",
     "spans",
 ]
 
@@ -66,6 +67,26 @@ def tile_pixels_for(device: torch.device, tile_pixels: int | None = None, *, fra
         free, _total = torch.cuda.mem_get_info(device)
         return max(MIN_TILE_PIXELS, int(free * fraction) // BYTES_PER_TILE_PIXEL)
     return DEFAULT_TILE_PIXELS
+
+
+#: Memory of a CPU encode besides the tile workspace: the process with torch and a model, and per
+#: image pixel the image, the level-1 latents and the sampler's per-dim arrays (benchmarks/results/
+#: tiling_cpu.md: peak RSS against pixels at the default tile budget).
+BASE_BYTES = 400 * 2**20
+BYTES_PER_IMAGE_PIXEL = 16
+
+
+def tile_pixels_for_memory(memory_bytes: int, max_pixels: int) -> int:
+    """The largest tile budget (up to 4x the default) that codes a ``max_pixels`` image in
+    ``memory_bytes``; ValueError if even the smallest tiles do not fit."""
+    room = memory_bytes - BASE_BYTES - BYTES_PER_IMAGE_PIXEL * max_pixels
+    tp = room // BYTES_PER_TILE_PIXEL
+    if tp < MIN_TILE_PIXELS:
+        need = BASE_BYTES + BYTES_PER_IMAGE_PIXEL * max_pixels + BYTES_PER_TILE_PIXEL * MIN_TILE_PIXELS
+        raise ValueError(
+            f"{memory_bytes / 2**20:.0f} MiB cannot code {max_pixels}-pixel images: need >= {need / 2**20:.0f} MiB"
+        )
+    return int(min(tp, 4 * DEFAULT_TILE_PIXELS))
 
 
 def garbage_width(stack: nn.Sequential) -> float:

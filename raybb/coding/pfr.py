@@ -141,6 +141,18 @@ class _Layout:
             self.col[dims] = perm[local, jt[dims]]
 
 
+def _kl_std_bits(q: DiagGaussian, p: DiagGaussian, chunk: int = 1 << 20) -> np.ndarray:
+    """Per-dim KL[q || p] in bits (float64, NumPy): ``kl_bits_std(*standardize(q, p))`` computed
+    in chunks of dims (elementwise, so the same numbers) without full-size float64 temporaries."""
+    d = q.mean.shape[0]
+    out = np.empty(d, dtype=np.float64)
+    for i in range(0, d, chunk):
+        sl = slice(i, min(d, i + chunk))
+        m, s = standardize(DiagGaussian(q.mean[sl], q.std[sl]), DiagGaussian(p.mean[sl], p.std[sl]))
+        out[sl] = kl_bits_std(m, s).cpu().numpy()
+    return out
+
+
 def _inliers(out_pos: np.ndarray, d0: int, d1: int) -> np.ndarray:
     """Latent positions of inliers number d0..d1-1 (inliers = dims not in the sorted ``out_pos``),
     without a per-dim mask: the k-th inlier sits after the outliers with fewer inliers before them."""
@@ -216,7 +228,8 @@ class PFRSampler(IntParams):
 
     def _n_blocks(self, kl: np.ndarray) -> int:
         """How many blocks the split tree makes of these per-dim KLs (flags go to a scratch writer)."""
-        sizes, _ = tree_split(kl[kl <= self.outlier_bits], self.max_dims, self.budget_bits, Writer())
+        out = kl > self.outlier_bits
+        sizes, _ = tree_split(kl[~out] if out.any() else kl, self.max_dims, self.budget_bits, Writer())
         return len(sizes)
 
     @staticmethod
@@ -229,23 +242,28 @@ class PFRSampler(IntParams):
         dev = q.mean.device
         keys = self._keys(key)
         pm = self._position_major(d)
-        m, s = standardize(q, p)
-        kl_np = kl_bits_std(m, s).cpu().numpy()
+        # Memory: a 100 MP image's level 1 has 37.5 M dims, and every per-dim float64 array is
+        # 300 MB. So the per-dim KLs are computed in chunks, at most two such arrays are alive at
+        # a time, orders are transposed copies (no index arrays), and m, s come last.
+        kl_np = _kl_std_bits(q, p)
         use_pm = False
         if pm:
-            # the position-major order as a transposed copy (no index arrays: a 100 MP latent has
-            # 37.5 M dims, and every per-dim int64/float64 array is 300 MB)
             c = self.channels
+            n_cm = self._n_blocks(kl_np)
             kl_pm = np.ascontiguousarray(kl_np.reshape(c, -1).T).reshape(-1)
-            use_pm = self._n_blocks(kl_pm) < self._n_blocks(kl_np)
-            if use_pm:
-                m, s, kl_np = (m.view(c, -1).T.reshape(-1), s.view(c, -1).T.reshape(-1), kl_pm)
+            del kl_np
+            use_pm = self._n_blocks(kl_pm) < n_cm
+            kl_np = kl_pm if use_pm else _kl_std_bits(q, p)
             del kl_pm
         kl_total = float(kl_np.sum())
         out_pos = np.flatnonzero(kl_np > self.outlier_bits)
         kl_out = kl_np[out_pos]
         if len(out_pos):
             kl_np = np.delete(kl_np, out_pos)  # the inliers' KLs, in order
+        m, s = standardize(q, p)
+        if use_pm:
+            m = m.view(c, -1).T.reshape(-1)
+            s = s.view(c, -1).T.reshape(-1)
         w = Writer()
         w.uint(d, 32)
         if pm:

@@ -86,6 +86,7 @@ class CompressorActor:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         torch_threads: int | None = 1,
         codec_factory: str | None = None,
+        tile_pixels: int | None = None,
     ) -> None:
         if torch_threads:
             import torch
@@ -95,7 +96,8 @@ class CompressorActor:
         self.run_id = run_id
         self.verify = verify
         self.max_pixels = max_pixels
-        self.codec = _load_factory(codec_factory)(model=model, sampler=sampler, device=device)
+        kw = {} if tile_pixels is None else {"tile_pixels": tile_pixels}  # None: the device's default
+        self.codec = _load_factory(codec_factory)(model=model, sampler=sampler, device=device, **kw)
         self.worker_id, self.node_id = _ray_ids()
 
     # -- small helpers -------------------------------------------------------------------------
