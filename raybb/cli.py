@@ -225,7 +225,7 @@ def compress(
     codec = _load(model, quality, sampler, device, max_pixels, tile_pixels)
 
     def work(src: Path) -> tuple[bytes, str]:
-        res = codec.compress_with_stats(src.read_bytes(), seed=seed)
+        res = codec.compress_with_stats(src, seed=seed)  # a path: the file's bytes are freed once decoded
         return res.data, (
             f"{len(res.data)} B  {res.bpp:.3f} bpp  PSNR {res.psnr:.2f} dB  "
             f"MS-SSIM {res.ms_ssim:.4f}  {res.encode_seconds:.1f}s"

@@ -61,7 +61,7 @@ def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: in
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
     try:
-        rgb = img.convert("RGB")
+        rgb = img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy a 100 MP image
     except Exception as e:  # pragma: no cover - Pillow mode edge cases
         raise ImageError(f"cannot convert image mode {mode} to RGB: {e}") from e
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
