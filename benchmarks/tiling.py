@@ -100,8 +100,23 @@ def run_memory(args) -> None:
                 f.unlink(missing_ok=True)
 
 
-def _write_memory(out_json: Path, rows: list, info: dict, args) -> None:
-    cmd = "python benchmarks/tiling.py memory --sizes " + " ".join(str(s) for s in args.sizes)
+def run_merge(args) -> None:
+    """One table from several ``memory`` runs' JSON files (each row keeps its run's command and threads)."""
+    rows, info = [], None
+    for f in args.inputs:
+        d = json.loads(Path(f).read_text())
+        info = info or d["machine"]
+        for r in d["rows"]:
+            rows.append({**r, "torch_threads": d["machine"]["torch_threads"], "command": d["command"],
+                         "date": d["machine"]["date"]})
+    rows.sort(key=lambda r: r["megapixels"])
+    out_json = RESULTS / f"{args.stem}.json"
+    args.sizes = [r["megapixels"] for r in rows]
+    _write_memory(out_json, rows, info, args, cmd="python benchmarks/tiling.py merge " + " ".join(args.inputs))
+
+
+def _write_memory(out_json: Path, rows: list, info: dict, args, cmd: str | None = None) -> None:
+    cmd = cmd or "python benchmarks/tiling.py memory --sizes " + " ".join(str(s) for s in args.sizes)
     out_json.write_text(json.dumps({"machine": info, "command": cmd, "note": args.note, "rows": rows}, indent=1))
     lines = [
         "# Tiled coding: peak memory and time of the CLI on large images (CPU)",
@@ -115,13 +130,16 @@ def _write_memory(out_json: Path, rows: list, info: dict, args) -> None:
         "1024x1024 cell (bicubic), 3:2, PNG. Seconds are wall time including Python start-up,",
         "model load, PNG reading/writing and (encode) PSNR.",
         "",
-        "| MP | size | encode s | encode peak RSS MiB | decode s | decode peak RSS MiB | bytes | CLI says |",
-        "|---|---|---|---|---|---|---|---|",
+        "| MP | size | torch threads | encode s | encode peak RSS MiB | decode s | decode peak RSS MiB | bytes "
+        "| CLI says |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        cli = " ".join(r["cli"].split())
         lines.append(
-            f"| {r['megapixels']:.1f} | {r['width']}x{r['height']} | {r['encode_s']} | {r['encode_peak_rss_mib']} | "
-            f"{r['decode_s']} | {r['decode_peak_rss_mib']} | {r['bytes']} | {r['cli']} |"
+            f"| {r['megapixels']:.1f} | {r['width']}x{r['height']} | {r.get('torch_threads', info['torch_threads'])} | "
+            f"{r['encode_s']} | {r['encode_peak_rss_mib']} | {r['decode_s']} | {r['decode_peak_rss_mib']} | "
+            f"{r['bytes']} | {cli} |"
         )
     out_json.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -164,7 +182,8 @@ def run_quality(args) -> None:
     lines = [
         "# Tiled vs untiled coding on Kodak-size images",
         "",
-        f"Machine: {info['cpu']}, {info['cpu_count']} cores, torch {info['torch']}; date {info['date']}.",
+        f"Machine: {info['cpu']}, {info['cpu_count']} cores, torch {info['torch']} ({info['torch_threads']} "
+        f"threads); date {info['date']}.",
         f"Command: `{cmd}`; model {whole.model_name}, default sampler, seed from the pixels.",
         "",
         "At the default CPU budget a 768x512 image is one tile, so its bytes are those of the untiled",
@@ -222,6 +241,10 @@ def main() -> None:
     q.add_argument("--kodak", type=int, default=8)
     q.add_argument("--model", default=None)
     q.add_argument("--tile-pixels", type=int, default=256 * 256)
+    g = sub.add_parser("merge")
+    g.add_argument("inputs", nargs="+")
+    g.add_argument("--stem", default="tiling_cpu")
+    g.add_argument("--note", default="")
     c = sub.add_parser("crop")
     c.add_argument("--image", default=None)
     c.add_argument("--model", default="pln-q1")
@@ -229,7 +252,7 @@ def main() -> None:
     c.add_argument("--out", default="tiling_crop.png")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    {"memory": run_memory, "quality": run_quality, "crop": run_crop}[args.cmd](args)
+    {"memory": run_memory, "quality": run_quality, "crop": run_crop, "merge": run_merge}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -332,9 +332,10 @@ class Codec:
         enc2 = self.samplers[2].encode(_flat(q2), _flat(p2), StreamKey(seed, 0, 2))
         z2 = enc2.sample.reshape(q2.mean.shape)
         p1 = t.prior1(z2)
-        q1 = m.posterior1(bu, p1)
-        if not keep_bu:
-            del bu
+        if keep_bu:
+            q1 = m.posterior1(bu, p1)
+        else:  # a tiled image: q1 overwrites the bottom-up tensors (recomputed if ever needed again)
+            q1 = t.posterior1_consuming(bu, p1)
             bu = None
         enc1 = self.samplers[1].encode(_flat(q1), _flat(p1), StreamKey(seed, 0, 1))
         sections = []

@@ -237,6 +237,17 @@ class Tiler:
         self._run(self._hs, (h, w), self._tile_z2, lambda r, c: z2[:, :, r, c], self._gauss_writer(mean, std))
         return Gaussian(mean, std)
 
+    def posterior1_consuming(self, bottom_up: Gaussian, prior1: Gaussian) -> Gaussian:
+        """q(z1|z2,x) (``LadderNetwork.posterior1``, elementwise) computed channel by channel into
+        ``bottom_up``'s own tensors, which it overwrites: no full-size temporaries (a 100 MP image's
+        would be ~1 GB). The same numbers as the whole-tensor computation."""
+        mean, std = bottom_up.mean, bottom_up.std
+        for c in range(mean.shape[1]):
+            sl = (slice(None), slice(c, c + 1))
+            q = self.model.posterior1(Gaussian(mean[sl], std[sl]), Gaussian(prior1.mean[sl], prior1.std[sl]))
+            mean[sl], std[sl] = q.mean, q.std
+        return Gaussian(mean, std)
+
     def synthesize_uint8(self, z1: torch.Tensor, h: int, w: int) -> np.ndarray:
         """The decoded HxWx3 uint8 image: ``synthesize`` clamped, scaled, rounded and cropped, tile
         by tile straight into the output (the float image is never whole)."""

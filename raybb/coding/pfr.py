@@ -153,6 +153,15 @@ def _kl_std_bits(q: DiagGaussian, p: DiagGaussian, chunk: int = 1 << 20) -> np.n
     return out
 
 
+def _standardize(q: DiagGaussian, p: DiagGaussian, chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """``standardize(q, p)`` in chunks of dims (elementwise: the same numbers, no full-size temporaries)."""
+    m, s = torch.empty_like(q.mean), torch.empty_like(q.std)
+    for i in range(0, q.mean.shape[0], chunk):
+        sl = slice(i, i + chunk)
+        m[sl], s[sl] = standardize(DiagGaussian(q.mean[sl], q.std[sl]), DiagGaussian(p.mean[sl], p.std[sl]))
+    return m, s
+
+
 def _inliers(out_pos: np.ndarray, d0: int, d1: int) -> np.ndarray:
     """Latent positions of inliers number d0..d1-1 (inliers = dims not in the sorted ``out_pos``),
     without a per-dim mask: the k-th inlier sits after the outliers with fewer inliers before them."""
@@ -260,7 +269,7 @@ class PFRSampler(IntParams):
         kl_out = kl_np[out_pos]
         if len(out_pos):
             kl_np = np.delete(kl_np, out_pos)  # the inliers' KLs, in order
-        m, s = standardize(q, p)
+        m, s = _standardize(q, p)
         if use_pm:
             m = m.view(c, -1).T.reshape(-1)
             s = s.view(c, -1).T.reshape(-1)
