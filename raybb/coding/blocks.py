@@ -151,7 +151,19 @@ def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarra
     return st[order], sz[order], lv[order]
 
 
-def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -> tuple[np.ndarray, np.ndarray]:
+def inliers(skip: np.ndarray, d0: int, d1: int) -> np.ndarray:
+    """Positions of inliers number d0..d1-1, inliers being the dims not in the sorted ``skip``
+    (outliers), without a per-dim mask: the k-th inlier sits after the outliers with fewer
+    inliers before them."""
+    k = np.arange(d0, d1, dtype=np.int64)
+    if len(skip) == 0:
+        return k
+    return k + np.searchsorted(skip - np.arange(len(skip)), k, side="right")
+
+
+def tree_split(
+    kl: np.ndarray, superblock: int, budget_bits: float, w: Writer, skip: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Encoder: split superblocks in halves while their KL exceeds the budget; write the flags.
 
     Cheaper side information than free block sizes: one (entropy-coded) flag per tree node, and
@@ -161,17 +173,20 @@ def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -
     Nodes never cross superblocks, so the tree is built over chunks of superblocks (bounded
     memory for a 37.5 M-dim latent) and the flags are written level by level afterwards: the same
     flags, in the same order, as one pass.  The KL prefix sums are carried from chunk to chunk in
-    the same sequential order, so every node's KL is the same float64 number.
+    the same sequential order, so every node's KL is the same float64 number.  ``skip``: sorted
+    positions of ``kl`` to leave out (outliers), read chunk by chunk instead of copying the rest.
     """
     kl = np.asarray(kl, dtype=np.float64)
-    n = len(kl)
+    skip = np.zeros(0, dtype=np.int64) if skip is None else np.asarray(skip, dtype=np.int64)
+    n = len(kl) - len(skip)
     flags_by_level: list[list[np.ndarray]] = []
     leaves = []
     carry = 0.0
     span = superblock * _TREE_CHUNK
     for c0 in range(0, max(n, 1), span):
         c1 = min(n, c0 + span)
-        cum = np.cumsum(np.r_[carry, np.maximum(kl[c0:c1], 0.0)])
+        part = kl[c0:c1] if len(skip) == 0 else kl[inliers(skip, c0, c1)]
+        cum = np.cumsum(np.r_[carry, np.maximum(part, 0.0)])
         carry = float(cum[-1])
 
         def decide(level, starts, sizes, cum=cum):  # starts are local to the chunk

@@ -67,6 +67,7 @@ from raybb.coding.base import (
 from raybb.coding.blocks import (
     OutlierCodec,
     check_latent_size,
+    inliers,
     read_outlier_section,
     read_tree,
     tree_split,
@@ -141,11 +142,21 @@ class _Layout:
             self.col[dims] = perm[local, jt[dims]]
 
 
-def _kl_std_bits(q: DiagGaussian, p: DiagGaussian, chunk: int = 1 << 20) -> np.ndarray:
+def _kl_std_bits(q: DiagGaussian, p: DiagGaussian, channels: int = 0, chunk: int = 1 << 20) -> np.ndarray:
     """Per-dim KL[q || p] in bits (float64, NumPy): ``kl_bits_std(*standardize(q, p))`` computed
-    in chunks of dims (elementwise, so the same numbers) without full-size float64 temporaries."""
+    in chunks of dims (elementwise, so the same numbers) without full-size float64 temporaries;
+    ``channels`` > 0: in position-major order (the channel-major latent transposed)."""
     d = q.mean.shape[0]
     out = np.empty(d, dtype=np.float64)
+    if channels:
+        n_pos = d // channels
+        step = max(1, chunk // channels)
+        for p0 in range(0, n_pos, step):
+            p1 = min(n_pos, p0 + step)
+            cut = [t.view(channels, n_pos)[:, p0:p1].T.reshape(-1) for t in (q.mean, q.std, p.mean, p.std)]
+            m, s = standardize(DiagGaussian(cut[0], cut[1]), DiagGaussian(cut[2], cut[3]))
+            out[p0 * channels : p1 * channels] = kl_bits_std(m, s).cpu().numpy()
+        return out
     for i in range(0, d, chunk):
         sl = slice(i, min(d, i + chunk))
         m, s = standardize(DiagGaussian(q.mean[sl], q.std[sl]), DiagGaussian(p.mean[sl], p.std[sl]))
@@ -153,22 +164,33 @@ def _kl_std_bits(q: DiagGaussian, p: DiagGaussian, chunk: int = 1 << 20) -> np.n
     return out
 
 
-def _standardize(q: DiagGaussian, p: DiagGaussian, chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
-    """``standardize(q, p)`` in chunks of dims (elementwise: the same numbers, no full-size temporaries)."""
-    m, s = torch.empty_like(q.mean), torch.empty_like(q.std)
-    for i in range(0, q.mean.shape[0], chunk):
-        sl = slice(i, i + chunk)
-        m[sl], s[sl] = standardize(DiagGaussian(q.mean[sl], q.std[sl]), DiagGaussian(p.mean[sl], p.std[sl]))
-    return m, s
+class _Standardized:
+    """``standardize(q, p)`` at any dims of the coding order, computed on demand (elementwise, so the
+    same numbers as the whole latent's), so no full-size m and s exist. ``channels`` > 0: the coding
+    order is position-major, dim i = position i // C, channel i % C of the channel-major latent."""
+
+    def __init__(self, q: DiagGaussian, p: DiagGaussian, channels: int) -> None:
+        self.q, self.p, self.c = q, p, channels
+        self.m, self.s = _Lookup(self, 0), _Lookup(self, 1)
+
+    def at(self, pos) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(pos, device=self.q.mean.device)
+        if self.c:
+            n_pos = self.q.mean.shape[0] // self.c
+            idx = (idx % self.c) * n_pos + idx // self.c
+        q, p = self.q, self.p
+        return standardize(DiagGaussian(q.mean[idx], q.std[idx]), DiagGaussian(p.mean[idx], p.std[idx]))
 
 
-def _inliers(out_pos: np.ndarray, d0: int, d1: int) -> np.ndarray:
-    """Latent positions of inliers number d0..d1-1 (inliers = dims not in the sorted ``out_pos``),
-    without a per-dim mask: the k-th inlier sits after the outliers with fewer inliers before them."""
-    k = np.arange(d0, d1, dtype=np.int64)
-    if len(out_pos) == 0:
-        return k
-    return k + np.searchsorted(out_pos - np.arange(len(out_pos)), k, side="right")
+class _Lookup:
+    """``m[pos]`` / ``s[pos]`` for the outlier coder, backed by :class:`_Standardized`."""
+
+    def __init__(self, std: _Standardized, which: int) -> None:
+        self.std, self.which = std, which
+        self.device = std.q.mean.device
+
+    def __getitem__(self, pos) -> torch.Tensor:
+        return self.std.at(pos)[self.which]
 
 
 def _chunks(sizes: np.ndarray, blocks: int = _BLOCK_CHUNK):
@@ -237,8 +259,8 @@ class PFRSampler(IntParams):
 
     def _n_blocks(self, kl: np.ndarray) -> int:
         """How many blocks the split tree makes of these per-dim KLs (flags go to a scratch writer)."""
-        out = kl > self.outlier_bits
-        sizes, _ = tree_split(kl[~out] if out.any() else kl, self.max_dims, self.budget_bits, Writer())
+        skip = np.flatnonzero(kl > self.outlier_bits)
+        sizes, _ = tree_split(kl, self.max_dims, self.budget_bits, Writer(), skip=skip)
         return len(sizes)
 
     @staticmethod
@@ -252,46 +274,43 @@ class PFRSampler(IntParams):
         keys = self._keys(key)
         pm = self._position_major(d)
         # Memory: a 100 MP image's level 1 has 37.5 M dims, and every per-dim float64 array is
-        # 300 MB. So the per-dim KLs are computed in chunks, at most two such arrays are alive at
-        # a time, orders are transposed copies (no index arrays), and m, s come last.
+        # 300 MB. So only the per-dim KLs exist whole (one array at a time, computed in chunks, in
+        # the coding order); standardized values are computed per chunk of blocks from q and p,
+        # elementwise, so they are the same numbers as a whole-latent standardize would give.
         kl_np = _kl_std_bits(q, p)
         use_pm = False
         if pm:
-            c = self.channels
             n_cm = self._n_blocks(kl_np)
-            kl_pm = np.ascontiguousarray(kl_np.reshape(c, -1).T).reshape(-1)
-            del kl_np
-            use_pm = self._n_blocks(kl_pm) < n_cm
-            kl_np = kl_pm if use_pm else _kl_std_bits(q, p)
-            del kl_pm
+            kl_np = None
+            kl_np = _kl_std_bits(q, p, self.channels)
+            use_pm = self._n_blocks(kl_np) < n_cm
+            if not use_pm:
+                kl_np = None
+                kl_np = _kl_std_bits(q, p)
+        std = _Standardized(q, p, self.channels if use_pm else 0)
         kl_total = float(kl_np.sum())
         out_pos = np.flatnonzero(kl_np > self.outlier_bits)
         kl_out = kl_np[out_pos]
-        if len(out_pos):
-            kl_np = np.delete(kl_np, out_pos)  # the inliers' KLs, in order
-        m, s = _standardize(q, p)
-        if use_pm:
-            m = m.view(c, -1).T.reshape(-1)
-            s = s.view(c, -1).T.reshape(-1)
         w = Writer()
         w.uint(d, 32)
         if pm:
             w.uint(int(use_pm), 1)
-        write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), m, s, out_pos)
-        sizes, _levels = tree_split(kl_np, self.max_dims, self.budget_bits, w)
+        write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), std.m, std.s, out_pos)
+        sizes, _levels = tree_split(kl_np, self.max_dims, self.budget_bits, w, skip=out_pos)
         ranks = np.zeros(len(sizes), dtype=np.int64)
         bsum = np.zeros(len(sizes))
         pruned = 0
         pool = self._pool(keys, dev)
         for b0, b1, d0, d1 in _chunks(sizes):
-            lay = _Layout(_inliers(out_pos, d0, d1), sizes[b0:b1], self.log2_candidates, self.pool_width, keys,
-                          dev, b0)
+            inl = inliers(out_pos, d0, d1)
+            m, s = std.at(inl)
+            lay = _Layout(np.arange(d1 - d0), sizes[b0:b1], self.log2_candidates, self.pool_width, keys, dev, b0)
             ranks[b0:b1] = self._search(m, s, lay, keys, pool)
-            bsum[b0:b1] = np.bincount(lay.block_of, weights=kl_np[d0:d1], minlength=b1 - b0)
+            bsum[b0:b1] = np.bincount(lay.block_of, weights=kl_np[inl], minlength=b1 - b0)
             pruned += self._pruned
-            del lay
+            del lay, m, s
         self._pruned = pruned
-        del m, s, kl_np, pool
+        del kl_np, pool
         w.log_bucket(ranks)
         payload = w.finish()
         sample = self.decode(p, key, payload)
@@ -472,7 +491,7 @@ class PFRSampler(IntParams):
                 e, words, out_pos, dev)
         nmask = (1 << self.log2_candidates) - 1
         for b0, b1, d0, d1 in _chunks(sizes):  # bounded memory; see _BLOCK_CHUNK
-            inl = _inliers(out_pos, d0, d1)
+            inl = inliers(out_pos, d0, d1)
             lay = _Layout(inl, sizes[b0:b1], self.log2_candidates, self.pool_width, keys, dev, b0)
             bo = torch.as_tensor(lay.block_of, device=dev)
             row = (torch.as_tensor(ranks[b0:b1], device=dev)[bo] + lay.row_off[bo]) & nmask
