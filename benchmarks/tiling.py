@@ -174,7 +174,7 @@ def run_quality(args) -> None:
         print(rows[-1], flush=True)
     info = machine_info()
     cmd = f"python benchmarks/tiling.py quality --kodak {args.kodak} --tile-pixels {args.tile_pixels}"
-    out = RESULTS / "tiling_quality.json"
+    out = RESULTS / f"{args.stem}.json"
     out.write_text(json.dumps({"machine": info, "command": cmd, "model": whole.model_name, "rows": rows}, indent=1))
     n = len(rows)
     mean = lambda k: sum(r[k] for r in rows) / n  # noqa: E731
@@ -241,6 +241,7 @@ def main() -> None:
     q.add_argument("--kodak", type=int, default=8)
     q.add_argument("--model", default=None)
     q.add_argument("--tile-pixels", type=int, default=256 * 256)
+    q.add_argument("--stem", default="tiling_quality")
     g = sub.add_parser("merge")
     g.add_argument("inputs", nargs="+")
     g.add_argument("--stem", default="tiling_cpu")
