@@ -40,7 +40,8 @@ def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: in
     if w * h > max_pixels:
         raise ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
     try:
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(0x0112, 1) != 1:  # exif_transpose copies the image even when upright
+            img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the image: keep the stored orientation
         pass
     mode = img.mode
