@@ -223,6 +223,9 @@ def compress(
         console.print("[red]error:[/red] no images found")
         raise typer.Exit(EXIT_USAGE)
     codec = _load(model, quality, sampler, device, max_pixels, tile_pixels)
+    from raybb.tiling import limit_heap_retention
+
+    limit_heap_retention()  # freed tiles go back to the OS (peak RSS)
 
     def work(src: Path) -> tuple[bytes, str]:
         res = codec.compress_with_stats(src, seed=seed)  # a path: the file's bytes are freed once decoded
@@ -252,6 +255,9 @@ def decompress(
         console.print("[red]error:[/red] no .rbb files found")
         raise typer.Exit(EXIT_USAGE)
     codecs: dict[bytes, Codec] = {}
+    from raybb.tiling import limit_heap_retention
+
+    limit_heap_retention()  # freed tiles go back to the OS (peak RSS)
 
     def work(src: Path) -> tuple[bytes, str]:
         from raybb.errors import DecodeOutOfMemory

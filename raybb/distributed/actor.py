@@ -96,6 +96,9 @@ class CompressorActor:
         self.run_id = run_id
         self.verify = verify
         self.max_pixels = max_pixels
+        from raybb.tiling import limit_heap_retention
+
+        limit_heap_retention()  # freed tiles go back to the OS: the actor's RSS stays near its peak use
         kw = {} if tile_pixels is None else {"tile_pixels": tile_pixels}  # None: the device's default
         self.codec = _load_factory(codec_factory)(model=model, sampler=sampler, device=device, **kw)
         self.worker_id, self.node_id = _ray_ids()
