@@ -47,10 +47,12 @@ __all__ = [
     "spans",
 ]
 
-#: Default tile budget on the CPU: pixels per g_a/g_s tile, halo included (about 1448 x 1448).
-#: ~2 MP tiles keep the transforms' workspace near 0.5 GiB (BYTES_PER_TILE_PIXEL) and the halo
-#: overhead under 10%; benchmarks/results/tiling_cpu.md.
-DEFAULT_TILE_PIXELS = 2 * 1024 * 1024
+#: Default tile budget on the CPU: pixels per g_a/g_s tile, halo included (1024 x 1024: g_a
+#: interiors of 960 px, g_s interiors of 896 px). 1 MiP tiles keep the transforms' workspace
+#: near 0.25 GiB (BYTES_PER_TILE_PIXEL); with 2 MiP tiles a 100 MP encode peaked at 2148 MiB
+#: RSS, over the 2 GiB target (benchmarks/results/tiling_cpu.md). Halo overhead: ~14% more g_a
+#: and ~31% more g_s work than untiled (2 MiP: 10% / 21%).
+DEFAULT_TILE_PIXELS = 1024 * 1024
 #: Smallest budget accepted (a 256 x 256 tile: 128-px interior for g_s's 64-px halo).
 MIN_TILE_PIXELS = 256 * 256
 #: Peak transform workspace per tile pixel (bytes, float32, N=64 model), measured on the CPU
