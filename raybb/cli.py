@@ -197,14 +197,46 @@ EffortOpt = Annotated[
 ]  # fmt: skip
 
 
-def _load(model: str | None, quality: int | None, sampler: str | None, device: str | None):
+MaxPixelsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Refuse images (and bitstreams whose header declares images) above this many pixels.",
+    ),
+]
+TilePixelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--tile-pixels",
+        min=65536,
+        help="Run the transforms in tiles of at most this many pixels (memory bound; default: sized for the device).",
+    ),
+]
+
+
+def _load(
+    model: str | None,
+    quality: int | None,
+    sampler: str | None,
+    device: str | None,
+    max_pixels: int | None = None,
+    tile_pixels: int | None = None,
+):
     from raybb.codec import load_codec
+    from raybb.imageio import DEFAULT_MAX_PIXELS
 
     if model is not None and quality is not None:
         console.print("[red]error:[/red] give --model or --quality, not both")
         raise typer.Exit(EXIT_USAGE)
     try:
-        return load_codec(quality if quality is not None else model, sampler=sampler, device=device)
+        return load_codec(
+            quality if quality is not None else model,
+            sampler=sampler,
+            device=device,
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            tile_pixels=tile_pixels,
+        )
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USAGE) from e
@@ -225,6 +257,8 @@ def compress(
     metric: Annotated[str, typer.Option(help="What refinement (effort >= 1) optimises: mse or ms-ssim.")] = "mse",
     target_bpp: Annotated[float | None, typer.Option(help="Aim at this bpp per image (effort >= 1).")] = None,
     target_psnr: Annotated[float | None, typer.Option(help="Aim at this PSNR per image (effort >= 1).")] = None,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    tile_pixels: TilePixelsOpt = None,
 ) -> None:
     """Compress images to .rbb bitstreams.
 
@@ -238,7 +272,7 @@ def compress(
     from raybb.codec import _check_effort as check
     from raybb.codec import _check_targets
     from raybb.imageio import IMAGE_SUFFIXES, ImageWarning
-    from raybb.metrics import MS_SSIM_UNDEFINED
+    from raybb.metrics import ms_ssim_missing_reason
 
     try:
         check(effort, metric)
@@ -252,16 +286,19 @@ def compress(
     if not files:
         console.print("[red]error:[/red] no images found")
         raise typer.Exit(EXIT_USAGE)
-    codec = _load(model, quality, sampler, device)
+    codec = _load(model, quality, sampler, device, max_pixels, tile_pixels)
+    from raybb.tiling import limit_heap_retention
+
+    limit_heap_retention()  # freed tiles go back to the OS (peak RSS)
 
     def work(src: Path) -> tuple[bytes, str]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ImageWarning)
-            res = codec.compress_with_stats(src.read_bytes(), seed=seed, effort=effort, metric=metric,
+            res = codec.compress_with_stats(src, seed=seed, effort=effort, metric=metric,
                                             target_bpp=target_bpp, target_psnr=target_psnr)  # fmt: skip
         notes = [str(w.message) for w in caught if issubclass(w.category, ImageWarning)]
-        if res.ms_ssim != res.ms_ssim:  # NaN: too small for MS-SSIM
-            notes.append(MS_SSIM_UNDEFINED)
+        if res.ms_ssim != res.ms_ssim:  # NaN: too small or too large for MS-SSIM
+            notes.append(ms_ssim_missing_reason(res.height, res.width))
         for note in notes:
             console.print(f"[yellow]warning:[/yellow] {src}: {note}")
         ms = "n/a" if res.ms_ssim != res.ms_ssim else f"{res.ms_ssim:.4f}"
@@ -279,6 +316,8 @@ def decompress(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .png file (one input) or folder.")],
     model: ModelOpt = None,
     device: DeviceOpt = None,
+    max_pixels: MaxPixelsOpt = 100_000_000,
+    tile_pixels: TilePixelsOpt = None,
 ) -> None:
     """Decompress .rbb bitstreams to PNG (the model is found from the bitstream's fingerprint)."""
     from raybb.codec import Codec
@@ -289,33 +328,54 @@ def decompress(
         console.print("[red]error:[/red] no .rbb files found")
         raise typer.Exit(EXIT_USAGE)
     codecs: dict[bytes, Codec] = {}
+    from raybb.tiling import limit_heap_retention
+
+    limit_heap_retention()  # freed tiles go back to the OS (peak RSS)
 
     def work(src: Path) -> tuple[bytes, str]:
+        from raybb.errors import DecodeOutOfMemory
+
         data = src.read_bytes()
-        rgb = _codec_for(data, codecs, model, device).decompress(data)
-        return encode_png(rgb), f"{rgb.shape[1]}x{rgb.shape[0]}"
+        rgb = _codec_for(data, codecs, model, device, max_pixels, tile_pixels).decompress(data)
+        try:
+            return encode_png(rgb), f"{rgb.shape[1]}x{rgb.shape[0]}"
+        except MemoryError as e:
+            raise DecodeOutOfMemory(f"out of memory writing the PNG: {e}") from e
 
     _run_files(_targets(files, output, ".png"), "decompressing", work)
 
 
-def _codec_for(data: bytes, cache: dict, model: str | None, device: str | None):
-    """The codec whose model wrote ``data``: --model if given, else looked up by fingerprint."""
+def _codec_for(
+    data: bytes,
+    cache: dict,
+    model: str | None,
+    device: str | None,
+    max_pixels: int | None = None,
+    tile_pixels: int | None = None,
+):
+    """The codec whose model wrote ``data``: --model if given, else looked up by fingerprint.
+
+    A header declaring more than ``max_pixels`` is refused here, before a model is even loaded."""
     from raybb import bitstream
-    from raybb.codec import load_codec
+    from raybb.codec import check_pixels, load_codec
     from raybb.errors import ModelMismatch
+    from raybb.imageio import DEFAULT_MAX_PIXELS
 
     c = bitstream.parse(data)
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+    check_pixels(c, max_pixels)
+    kw = {"device": device, "max_pixels": max_pixels, "tile_pixels": tile_pixels}
     if c.fingerprint in cache:
         return cache[c.fingerprint]
     if model is not None:
-        codec = load_codec(model, device=device)
+        codec = load_codec(model, **kw)
     else:
         from raybb.registry import find_by_fingerprint
 
         path = find_by_fingerprint(c.fingerprint)
         if path is None:
             raise ModelMismatch(f"no installed model has fingerprint {c.fingerprint.hex()} (see `raybb models`)")
-        codec = load_codec(str(path), device=device)
+        codec = load_codec(str(path), **kw)
     cache[c.fingerprint] = codec
     return codec
 

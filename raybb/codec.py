@@ -29,12 +29,23 @@ from PIL import Image
 
 from raybb import bitstream
 from raybb.coding import SAMPLERS, CodedSampler, DiagGaussian, StreamKey, get_sampler
-from raybb.errors import CodingError, CorruptPayload, ImageError, ModelMismatch, RaybbError
+from raybb.errors import (
+    CodingError,
+    CorruptPayload,
+    DecodeOutOfMemory,
+    EncodeOutOfMemory,
+    ImageError,
+    ModelMismatch,
+    OutOfMemory,
+    RaybbError,
+    TooManyPixels,
+)
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
 from raybb.refine import METRICS, REFINE_MAX_PIXELS, EffortLevel, Refiner, RefineStats, effort_level
+from raybb.tiling import Tiler, tile_pixels_for, to_uint8
 
 __all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_MAX",
            "PFR_EXACT", "parse_pipeline"]
@@ -119,7 +130,7 @@ class CompressResult:
     height: int
     bpp: float  # actual: len(data) * 8 / pixels
     psnr: float  # of `reconstruction` against the input
-    ms_ssim: float  # NaN when the short side is under 11 px (metrics.MS_SSIM_UNDEFINED says why)
+    ms_ssim: float  # NaN when not computed (metrics.ms_ssim_missing_reason says why)
     kl_bits: float  # theoretical rate: KL[q2‖p2] + KL[q1‖p1] (bits)
     encode_seconds: float
     reconstruction: np.ndarray  # exactly what decompress(data) returns on this device
@@ -140,7 +151,7 @@ class _Encoded:
     data: bytes
     rgb: np.ndarray
     seed: int
-    bottom_up: Gaussian  # N(μx, σx²), for the exact-sample ("theoretical") reconstruction
+    bottom_up: Gaussian | None  # N(μx, σx²), for the exact-sample reconstruction (None: tiled, recompute)
     level2: tuple
     level1: tuple
     t0: float  # perf_counter at the start, for encode_seconds
@@ -149,7 +160,9 @@ class _Encoded:
 
 def _seed_from_pixels(rgb: np.ndarray) -> int:
     """Default seed: a hash of the pixels, so the same image always gives the same bytes."""
-    h = hashlib.sha256(np.ascontiguousarray(rgb).tobytes() + repr(rgb.shape).encode()).digest()
+    h = hashlib.sha256(memoryview(np.ascontiguousarray(rgb)).cast("B"))  # = tobytes(), without the copy
+    h.update(repr(rgb.shape).encode())
+    h = h.digest()
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
 
 
@@ -215,6 +228,45 @@ def _check_targets(target_bpp: float | None, target_psnr: float | None) -> None:
 #: with TARGET_PROBES full encodes (refinement + coding) at the requested effort.
 TARGET_SPAN = 4.0
 TARGET_PROBES = 6
+_OOM_MESSAGES = ("not enough memory", "can't allocate memory", "out of memory", "failed to allocate")
+
+
+def _oom_as(error: type[OutOfMemory]):
+    """Method decorator: an allocation failure (torch.OutOfMemoryError, MemoryError, or torch's
+    RuntimeError "not enough memory" on the CPU) becomes ``error``, a typed RaybbError."""
+
+    def deco(method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except (torch.OutOfMemoryError, MemoryError) as e:
+                raise error(f"out of memory ({type(e).__name__}): {str(e)[:300]}") from e
+            except RuntimeError as e:
+                if not any(m in str(e).lower() for m in _OOM_MESSAGES):
+                    raise
+                raise error(f"out of memory: {str(e)[:300]}") from e
+
+        return wrapper
+
+    return deco
+
+
+def _kl_bits(q: Gaussian, p: Gaussian) -> float:
+    """KL[q‖p] in bits, summed channel by channel (no full-size temporaries for a large latent)."""
+    if q.mean.numel() <= 1 << 22:
+        return float(q.kl(p).sum()) / math.log(2)
+    total = 0.0
+    for c in range(q.mean.shape[1]):
+        sl = (slice(None), slice(c, c + 1))
+        total += float(Gaussian(q.mean[sl], q.std[sl]).kl(Gaussian(p.mean[sl], p.std[sl])).sum(dtype=torch.float64))
+    return total / math.log(2)
+
+
+def _ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from raybb.metrics import ms_ssim_bounded  # pulls pytorch-msssim; keep import lazy
+
+    return ms_ssim_bounded(a, b)
 
 
 def _flat(g) -> DiagGaussian:
@@ -234,6 +286,7 @@ class Codec:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         effort: int = 0,
         metric: str = "mse",
+        tile_pixels: int | None = None,
     ):
         self.effort, self.metric = _check_effort(effort, metric)
         self.device = torch.device(device)
@@ -248,6 +301,8 @@ class Codec:
             1: get_sampler(*_resolve_channels(spec1, shape1[1])),
         }
         self.max_pixels = max_pixels
+        # transforms run over tiles of at most this many pixels (None: sized for the device)
+        self.tiler = Tiler(self.model, tile_pixels_for(self.device, tile_pixels))
 
     @property
     def fingerprint(self) -> str:
@@ -277,11 +332,11 @@ class Codec:
         return np.ascontiguousarray(arr)
 
     def _image_tensor(self, rgb: np.ndarray) -> torch.Tensor:
+        """The whole image as a (1,3,H,W) float tensor (the untiled path posterior refinement takes)."""
         return torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(self.device, torch.float32).div_(255.0)[None]
 
     def _to_uint8(self, x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
-        x = x_hat[0, :, :h, :w].clamp(0, 1).mul(255.0).round().to(torch.uint8)
-        return x.permute(1, 2, 0).cpu().numpy()
+        return to_uint8(x_hat, h, w)
 
     def _latent_shapes(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         hp = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE
@@ -304,20 +359,30 @@ class Codec:
         seed = _seed_from_pixels(rgb) if seed is None else int(seed)
         if not 0 <= seed < 2**63:
             raise CodingError("seed must be in [0, 2**63)")
-        x, _ = pad_to_stride(self._image_tensor(rgb))
-        m = self.model
-        bu = m.bottom_up(x)
-        q2 = m.posterior2(bu)
+        m, t = self.model, self.tiler
         ref = None
         if refine is not None and h * w <= REFINE_MAX_PIXELS:  # larger: effort 0 (memory, raybb.refine)
+            # refinement back-propagates through the whole image (~0.55 GiB/MP), so it runs untiled
+            x, _ = pad_to_stride(self._image_tensor(rgb))
+            bu = m.bottom_up(x)
+            q2 = m.posterior2(bu)
             beta = float(self.loaded.meta.get("beta", 1.0))
             ref = Refiner(m, x, h, w, beta=beta, seed=seed, metric=metric, lam_scale=lam_scale)
             q2, bu = ref.level2(bu, q2, refine.steps2, refine.lr)
+            keep_bu = True
+        else:
+            bu = t.bottom_up(rgb, self.device)  # tiled g_a (raybb/tiling.py): memory bounded by the tile budget
+            keep_bu = t.single_tile(h, w)
+            q2 = t.posterior2(bu)
         p2 = m.prior2_like(q2)
         enc2 = self.samplers[2].encode(_flat(q2), _flat(p2), StreamKey(seed, 0, 2))
         z2 = enc2.sample.reshape(q2.mean.shape)
-        p1 = m.prior1(z2)
-        q1 = m.posterior1(bu, p1)
+        p1 = t.prior1(z2)
+        if keep_bu:
+            q1 = m.posterior1(bu, p1)
+        else:  # a tiled image: q1 overwrites the bottom-up tensors (recomputed if ever needed again)
+            q1 = t.posterior1_consuming(bu, p1)
+            bu = None
         if ref is not None:  # against the prior of the z2 actually coded
             q1 = ref.level1(q1, p1, refine.steps1, refine.lr)
         enc1 = self.samplers[1].encode(_flat(q1), _flat(p1), StreamKey(seed, 0, 1))
@@ -361,7 +426,7 @@ class Codec:
             q = float("nan")
             if target_psnr is not None:
                 q1, _, enc1 = e.level1
-                q = psnr(rgb, self._to_uint8(self.model.synthesize(enc1.sample.reshape(q1.mean.shape)), *rgb.shape[:2]))
+                q = psnr(rgb, self.tiler.synthesize_uint8(enc1.sample.reshape(q1.mean.shape), *rgb.shape[:2]))
             probes.append((bpp, q, e))
             below = bpp <= target_bpp if target_bpp is not None else q < target_psnr
             lo, hi = (t, hi) if below else (lo, t)
@@ -378,6 +443,7 @@ class Codec:
         e.refine.seconds = sum(p[2].refine.seconds for p in probes)
         return e
 
+    @_oom_as(EncodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
     def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False,
@@ -387,23 +453,26 @@ class Codec:
 
         ``effort`` (None = the codec's), ``metric``, ``target_bpp`` and ``target_psnr``: see
         :meth:`compress`."""
-        from raybb.metrics import ms_ssim, psnr  # metrics pulls pytorch-msssim; keep import lazy
+        from raybb.metrics import psnr  # metrics pulls pytorch-msssim; keep import lazy
 
         e = self._encode_with(image, seed, effort, metric, target_bpp, target_psnr)
         rgb, seed, m = e.rgb, e.seed, self.model
         h, w = rgb.shape[:2]
         (q2, p2, enc2), (q1, p1, enc1) = e.level2, e.level1
-        rec = self._to_uint8(m.synthesize(enc1.sample.reshape(q1.mean.shape)), h, w)
+        kl2 = _kl_bits(q2, p2)
+        kl1 = _kl_bits(q1, p1)
+        z1 = enc1.sample.reshape(q1.mean.shape)
+        if not theoretical:  # a 100 MP image's q1 and p1 are 600 MB: free them before synthesis
+            e.level1 = q1 = p1 = None
+        rec = self.tiler.synthesize_uint8(z1, h, w)
         seconds = time.perf_counter() - e.t0
-        kl2 = float(q2.kl(p2).sum()) / math.log(2)
-        kl1 = float(q1.kl(p1).sum()) / math.log(2)
         res = CompressResult(
             data=e.data,
             width=w,
             height=h,
             bpp=len(e.data) * 8 / (w * h),
             psnr=psnr(rgb, rec),
-            ms_ssim=ms_ssim(rgb, rec),
+            ms_ssim=_ms_ssim(rgb, rec),
             kl_bits=kl1 + kl2,
             encode_seconds=seconds,
             reconstruction=rec,
@@ -417,14 +486,16 @@ class Codec:
         if theoretical:
             g = torch.Generator(device=self.device).manual_seed(seed)
             z2e = q2.mean + q2.std * torch.randn(q2.mean.shape, generator=g, device=self.device)
-            p1e = m.prior1(z2e)
-            q1e = m.posterior1(e.bottom_up, p1e)
+            p1e = self.tiler.prior1(z2e)
+            bu = e.bottom_up if e.bottom_up is not None else self.tiler.bottom_up(rgb, self.device)
+            q1e = m.posterior1(bu, p1e)
             z1e = q1e.mean + q1e.std * torch.randn(q1e.mean.shape, generator=g, device=self.device)
-            rec_e = self._to_uint8(m.synthesize(z1e), h, w)
+            rec_e = self.tiler.synthesize_uint8(z1e, h, w)
             res.theoretical_psnr = psnr(rgb, rec_e)
-            res.theoretical_ms_ssim = ms_ssim(rgb, rec_e)
+            res.theoretical_ms_ssim = _ms_ssim(rgb, rec_e)
         return res
 
+    @_oom_as(EncodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
     def compress(self, image, *, seed: int | None = None, effort: int | EffortLevel | None = None,
@@ -448,21 +519,21 @@ class Codec:
     def inspect(self, data: bytes) -> bitstream.Container:
         return bitstream.parse(data)
 
+    @_oom_as(DecodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
     def decompress(self, data: bytes) -> np.ndarray:
-        """Decode a .rbb byte string to an HxWx3 uint8 array; raises BitstreamError subclasses."""
+        """Decode a .rbb byte string to an HxWx3 uint8 array; raises BitstreamError subclasses
+        (``TooManyPixels`` for a header above ``max_pixels``, before anything is allocated)."""
         c = bitstream.parse(data)
+        check_pixels(c, self.max_pixels)
         if c.fingerprint != self.loaded.short_fingerprint:
             raise ModelMismatch(
                 f"bitstream made by model {c.fingerprint.hex()}, this codec has {self.loaded.short_fingerprint.hex()}"
             )
-        if c.width * c.height > self.max_pixels:
-            raise CorruptPayload(f"bitstream declares {c.width}x{c.height}, above the pixel limit")
         if len(c.sections) != 2:
             raise CorruptPayload(f"expected 2 level sections, found {len(c.sections)}")
         shape2, shape1 = self._latent_shapes(c.height, c.width)
-        m = self.model
         s2 = c.section(2)
         s1 = c.section(1)
         for s, shape in ((s2, shape2), (s1, shape1)):
@@ -475,9 +546,10 @@ class Codec:
         zeros = torch.zeros(shape2, device=self.device)
         p2 = DiagGaussian(zeros.reshape(-1), torch.ones_like(zeros).reshape(-1))
         z2 = sampler2.decode(p2, StreamKey(c.seed, 0, 2), s2.payload).reshape(shape2)
-        p1 = m.prior1(z2)
+        p1 = self.tiler.prior1(z2)
         z1 = sampler1.decode(_flat(p1), StreamKey(c.seed, 0, 1), s1.payload).reshape(shape1)
-        return self._to_uint8(m.synthesize(z1), c.height, c.width)
+        del p1
+        return self.tiler.synthesize_uint8(z1, c.height, c.width)
 
     def _sampler_for(self, s: bitstream.Section) -> CodedSampler:
         try:
@@ -493,6 +565,15 @@ class Codec:
         return buf.getvalue()
 
 
+def check_pixels(c: bitstream.Container, max_pixels: int) -> None:
+    """Refuse a header that declares more than ``max_pixels`` pixels (TooManyPixels, exit 3)."""
+    if c.width * c.height > max_pixels:
+        raise TooManyPixels(
+            f"bitstream declares {c.width}x{c.height} = {c.width * c.height} pixels, above the limit of "
+            f"{max_pixels} (raise it with --max-pixels / max_pixels=)"
+        )
+
+
 def load_codec(
     model: str | Path | int | None = None,
     *,
@@ -501,6 +582,7 @@ def load_codec(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     effort: int = 0,
     metric: str = "mse",
+    tile_pixels: int | None = None,
 ) -> Codec:
     """Load a model (registry name, quality number, or path to .safetensors; None = default) into a Codec.
 
@@ -511,4 +593,7 @@ def load_codec(
     dev = torch.device(device) if device is not None else torch.device("cpu")
     loaded = load_weights(path, device=dev)
     name = Path(path).stem
-    return Codec(loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels, effort=effort, metric=metric)
+    return Codec(
+        loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels, effort=effort, metric=metric,
+        tile_pixels=tile_pixels,
+    )

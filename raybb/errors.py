@@ -10,11 +10,15 @@ manifest row instead of crashing a whole job::
     │   ├── UnsupportedVersion    written by a newer (or unknown) format version
     │   ├── ChecksumMismatch      CRC32 does not match: bytes were flipped
     │   ├── ModelMismatch         made by a model we do not have / another model
-    │   └── CorruptPayload        a section parses but its symbols are inconsistent
+    │   ├── CorruptPayload        a section parses but its symbols are inconsistent
+    │   ├── TooManyPixels         the header declares more pixels than the decoder's max_pixels
+    │   └── DecodeOutOfMemory     decoding needed more memory than there is (also OutOfMemory)
     ├── CodingError               the encoder was given something it cannot code
     ├── ModelError                a model cannot be built or loaded
     │   └── WeightsError          weights file missing, corrupt or of the wrong architecture
     ├── ImageError                an input image is unreadable, unsupported or too large
+    │   └── EncodeOutOfMemory     encoding needed more memory than there is (also OutOfMemory)
+    ├── OutOfMemory               an allocation failed (torch, NumPy): the image needs more memory
     └── StorageError              object storage / file system failure after retries
 """
 
@@ -29,6 +33,10 @@ __all__ = [
     "ChecksumMismatch",
     "ModelMismatch",
     "CorruptPayload",
+    "TooManyPixels",
+    "OutOfMemory",
+    "DecodeOutOfMemory",
+    "EncodeOutOfMemory",
     "CodingError",
     "ModelError",
     "WeightsError",
@@ -69,6 +77,11 @@ class CorruptPayload(BitstreamError):
     """A coded-sample payload is internally inconsistent (bad counts, indices out of range...)."""
 
 
+class TooManyPixels(BitstreamError):
+    """The header declares an image larger than the decoder accepts (``max_pixels``): refused
+    before anything is allocated, whatever the rest of the stream holds."""
+
+
 class CodingError(RaybbError):
     """The encoder was given input it cannot code (shape mismatch, non-finite values...)."""
 
@@ -93,3 +106,17 @@ class StorageError(RaybbError):
     """
 
     transient: bool = False
+
+
+class OutOfMemory(RaybbError):
+    """An allocation failed while coding one image (torch's "not enough memory" / OutOfMemoryError,
+    NumPy's MemoryError): the image needs more memory than this process may use. Lower the tile
+    budget (``tile_pixels``) or ``max_pixels``; nothing was written."""
+
+
+class DecodeOutOfMemory(OutOfMemory, BitstreamError):
+    """Out of memory while decoding (a bitstream error for the CLI: exit 3)."""
+
+
+class EncodeOutOfMemory(OutOfMemory, ImageError):
+    """Out of memory while encoding (an image error for the CLI: exit 4)."""

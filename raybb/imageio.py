@@ -66,7 +66,8 @@ def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: in
     if w * h > max_pixels:
         raise ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
     try:
-        img = ImageOps.exif_transpose(img)
+        if img.getexif().get(0x0112, 1) != 1:  # exif_transpose copies the image even when upright
+            img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose the image: keep the stored orientation
         pass
     mode = img.mode
@@ -87,7 +88,7 @@ def to_rgb_array(img: Image.Image, *, strict_alpha: bool = False, max_pixels: in
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba)
     try:
-        rgb = img.convert("RGB")
+        rgb = img if img.mode == "RGB" else img.convert("RGB")  # convert() would copy a 100 MP image
     except Exception as e:  # pragma: no cover - Pillow mode edge cases
         raise ImageError(f"cannot convert image mode {mode} to RGB: {e}") from e
     return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))

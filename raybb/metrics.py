@@ -33,6 +33,9 @@ __all__ = [
     "MS_SSIM_WEIGHTS",
     "MS_SSIM_WIN_SIZE",
     "MS_SSIM_UNDEFINED",
+    "MS_SSIM_MAX_PIXELS",
+    "ms_ssim_bounded",
+    "ms_ssim_missing_reason",
     "psnr",
     "mse",
     "ms_ssim",
@@ -47,6 +50,11 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 MS_SSIM_WIN_SIZE = 11
 #: Why ``ms_ssim`` is NaN (a null in manifests): said wherever the value would have been reported.
 MS_SSIM_UNDEFINED = f"MS-SSIM undefined: the image's short side is under {MS_SSIM_WIN_SIZE} px (no SSIM window fits)"
+#: Above this many pixels the codec and the batch job report MS-SSIM as null: pytorch-msssim works
+#: on the whole float image (~160 bytes per pixel measured at 6 MP), which would break the memory
+#: bound of tiled coding (docs/tiling.md).
+MS_SSIM_MAX_PIXELS = 6_000_000
+MS_SSIM_TOO_LARGE = f"MS-SSIM not computed above {MS_SSIM_MAX_PIXELS:,} pixels (it would need the whole float image)"
 
 
 def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -64,8 +72,15 @@ def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     """Mean squared error over all pixels and channels, on the 0..255 scale."""
     a, b = _check_pair(a, b)
-    d = a.astype(np.int32) - b.astype(np.int32)  # exact: no float rounding in the differences
-    return float(np.mean(d * d, dtype=np.float64))
+    if a.size <= 1 << 24:
+        d = a.astype(np.int32) - b.astype(np.int32)  # exact: no float rounding in the differences
+        return float(np.mean(d * d, dtype=np.float64))
+    total = 0  # large images: exact integer sums over row strips (no full-size int32 copies)
+    step = max(1, (1 << 22) // (a.shape[1] * 3))
+    for r in range(0, a.shape[0], step):
+        d = a[r : r + step].astype(np.int32) - b[r : r + step].astype(np.int32)
+        total += int(np.einsum("ijk,ijk->", d, d, dtype=np.int64))
+    return total / a.size
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -147,3 +162,13 @@ def bpp(nbytes: int, height: int, width: int) -> float:
     if height <= 0 or width <= 0:
         raise ValueError(f"image has no pixels ({width}x{height})")
     return nbytes * 8.0 / (height * width)
+
+
+def ms_ssim_bounded(a: np.ndarray, b: np.ndarray) -> float:
+    """:func:`ms_ssim`, or NaN above :data:`MS_SSIM_MAX_PIXELS` (memory bound)."""
+    return ms_ssim(a, b) if a.shape[0] * a.shape[1] <= MS_SSIM_MAX_PIXELS else math.nan
+
+
+def ms_ssim_missing_reason(height: int, width: int) -> str:
+    """Why :func:`ms_ssim_bounded` gave no value for an image of this size."""
+    return MS_SSIM_TOO_LARGE if height * width > MS_SSIM_MAX_PIXELS else MS_SSIM_UNDEFINED

@@ -116,6 +116,10 @@ class OutlierCodec:
         return torch.mul(torch.sub(i, self._dither(pos)), 2.0**-e)
 
 
+#: Superblocks per chunk of :func:`tree_split` (chunks only bound memory; the flags do not change).
+_TREE_CHUNK = 1 << 16
+
+
 def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Replay the split tree: ``decide(level, starts, sizes) -> bool mask`` for splittable nodes.
 
@@ -147,24 +151,60 @@ def _tree_levels(n: int, superblock: int, decide) -> tuple[np.ndarray, np.ndarra
     return st[order], sz[order], lv[order]
 
 
-def tree_split(kl: np.ndarray, superblock: int, budget_bits: float, w: Writer) -> tuple[np.ndarray, np.ndarray]:
+def inliers(skip: np.ndarray, d0: int, d1: int) -> np.ndarray:
+    """Positions of inliers number d0..d1-1, inliers being the dims not in the sorted ``skip``
+    (outliers), without a per-dim mask: the k-th inlier sits after the outliers with fewer
+    inliers before them."""
+    k = np.arange(d0, d1, dtype=np.int64)
+    if len(skip) == 0:
+        return k
+    return k + np.searchsorted(skip - np.arange(len(skip)), k, side="right")
+
+
+def tree_split(
+    kl: np.ndarray, superblock: int, budget_bits: float, w: Writer, skip: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Encoder: split superblocks in halves while their KL exceeds the budget; write the flags.
 
     Cheaper side information than free block sizes: one (entropy-coded) flag per tree node, and
     blocks of near-zero KL stay whole.  Returns raster-ordered leaf (sizes, tree levels); the
     level is a free context for entropy coding (deeper leaves have KL close to the budget).
-    """
-    cum = np.r_[0.0, np.cumsum(np.maximum(np.asarray(kl, dtype=np.float64), 0.0))]
 
-    def decide(level, starts, sizes):
-        flags = (cum[starts + sizes] - cum[starts]) > budget_bits
+    Nodes never cross superblocks, so the tree is built over chunks of superblocks (bounded
+    memory for a 37.5 M-dim latent) and the flags are written level by level afterwards: the same
+    flags, in the same order, as one pass.  The KL prefix sums are carried from chunk to chunk in
+    the same sequential order, so every node's KL is the same float64 number.  ``skip``: sorted
+    positions of ``kl`` to leave out (outliers), read chunk by chunk instead of copying the rest.
+    """
+    kl = np.asarray(kl, dtype=np.float64)
+    skip = np.zeros(0, dtype=np.int64) if skip is None else np.asarray(skip, dtype=np.int64)
+    n = len(kl) - len(skip)
+    flags_by_level: list[list[np.ndarray]] = []
+    leaves = []
+    carry = 0.0
+    span = superblock * _TREE_CHUNK
+    for c0 in range(0, max(n, 1), span):
+        c1 = min(n, c0 + span)
+        part = kl[c0:c1] if len(skip) == 0 else kl[inliers(skip, c0, c1)]
+        cum = np.cumsum(np.r_[carry, np.maximum(part, 0.0)])
+        carry = float(cum[-1])
+
+        def decide(level, starts, sizes, cum=cum):  # starts are local to the chunk
+            flags = (cum[starts + sizes] - cum[starts]) > budget_bits
+            while len(flags_by_level) <= level:
+                flags_by_level.append([])
+            flags_by_level[level].append(flags)
+            return flags
+
+        st, sz, lv = _tree_levels(c1 - c0, superblock, decide)
+        leaves.append((st + c0, sz, lv))
+    for parts in flags_by_level:
+        flags = np.concatenate(parts)
         ones = int(flags.sum())
         w.uint(ones, flags.size.bit_length())
         p1 = (ones + 0.5) / (flags.size + 1.0)
         w.categorical(flags.astype(np.int32), np.array([1.0 - p1, p1]))
-        return flags
-
-    return _tree_levels(len(kl), superblock, decide)[1:]
+    return np.concatenate([x[1] for x in leaves]), np.concatenate([x[2] for x in leaves])
 
 
 def read_tree(r: Reader, n: int, superblock: int) -> tuple[np.ndarray, np.ndarray]:

@@ -67,6 +67,7 @@ from raybb.coding.base import (
 from raybb.coding.blocks import (
     OutlierCodec,
     check_latent_size,
+    inliers,
     read_outlier_section,
     read_tree,
     tree_split,
@@ -81,6 +82,12 @@ _POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
 _K0 = 128  # ranks with per-block arrival times
 _SLACK = 1e-5  # relative slack on the search bounds, far above float32 rounding of the scores
 _CHUNK_ELEMS = 1 << 22  # (blocks x pool rows) log-weights scored per GEMM
+#: Blocks per layout/search chunk.  Every block's candidates, signs and arrival times are keyed by
+#: its global index, and its rank does not depend on the other blocks searched with it, so cutting
+#: the blocks into chunks changes no byte; it bounds the per-dim temporaries of a 100 MP latent
+#: (37.5 M dims) and keeps the scoring GEMM's coefficients in cache (measured on a 6 MP image:
+#: one 107k-block search took 99 s, chunks of 8192 blocks: benchmarks/results/tiling_cpu.md).
+_BLOCK_CHUNK = 8192
 
 
 _MIN_CLASS = 8  # narrowest column class
@@ -95,19 +102,23 @@ class _Layout:
     random signs and a random row offset.  Classes only exist to keep the scoring GEMM small.
     """
 
-    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device) -> None:
+    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device,
+                 block0: int = 0) -> None:
+        """``sizes`` are blocks ``block0, block0 + 1, ...`` of the latent, ``inl`` their dims; block
+        indices here are local (0 = ``block0``), the shared randomness is keyed by global ones."""
         self.n_blocks = len(sizes)
+        self.block0 = block0
         self.block_of = np.repeat(np.arange(self.n_blocks), sizes)
         starts = np.cumsum(sizes) - sizes
         self.j = np.arange(len(inl)) - starts[self.block_of]
         self.inl = inl
         self.width = width
         nmask = (1 << log2n) - 1
-        b_all = torch.arange(self.n_blocks, device=device)
+        b_all = torch.arange(block0, block0 + self.n_blocks, device=device)
         self.row_off = rnd.raw_bits(keys[_ROW], b_all, torch.zeros((), dtype=torch.int32)) & nmask
         bo = torch.as_tensor(self.block_of, device=device)
         jt = torch.as_tensor(self.j, device=device)
-        sbit = rnd.raw_bits(keys[_SIGN], bo, jt) & 1
+        sbit = rnd.raw_bits(keys[_SIGN], bo + block0, jt) & 1
         self.sign = (1 - 2 * sbit).to(torch.float32)
         wlog = np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64) + 1
         self.cls = np.minimum(width, np.maximum(_MIN_CLASS, np.left_shift(np.int64(1), wlog)))
@@ -124,11 +135,70 @@ class _Layout:
             step = max(1, (1 << 20) // w)
             for b0 in range(0, len(blocks), step):  # bounded memory
                 bt = bt_all[b0:b0 + step]
-                bits = rnd.raw_bits(keys[_PERM], bt[:, None], cols[None, :].to(torch.int32))
+                bits = rnd.raw_bits(keys[_PERM], bt[:, None] + block0, cols[None, :].to(torch.int32))
                 perm[b0:b0 + step] = torch.argsort((bits << 9) | cols[None, :], dim=1)[:, :dmax]
             dims = torch.as_tensor(np.flatnonzero(cls_of_dim == w), device=device)
             local = torch.as_tensor(np.searchsorted(blocks, self.block_of[dims.cpu().numpy()]), device=device)
             self.col[dims] = perm[local, jt[dims]]
+
+
+def _kl_std_bits(q: DiagGaussian, p: DiagGaussian, channels: int = 0, chunk: int = 1 << 20) -> np.ndarray:
+    """Per-dim KL[q || p] in bits (float64, NumPy): ``kl_bits_std(*standardize(q, p))`` computed
+    in chunks of dims (elementwise, so the same numbers) without full-size float64 temporaries;
+    ``channels`` > 0: in position-major order (the channel-major latent transposed)."""
+    d = q.mean.shape[0]
+    out = np.empty(d, dtype=np.float64)
+    if channels:
+        n_pos = d // channels
+        step = max(1, chunk // channels)
+        for p0 in range(0, n_pos, step):
+            p1 = min(n_pos, p0 + step)
+            cut = [t.view(channels, n_pos)[:, p0:p1].T.reshape(-1) for t in (q.mean, q.std, p.mean, p.std)]
+            m, s = standardize(DiagGaussian(cut[0], cut[1]), DiagGaussian(cut[2], cut[3]))
+            out[p0 * channels : p1 * channels] = kl_bits_std(m, s).cpu().numpy()
+        return out
+    for i in range(0, d, chunk):
+        sl = slice(i, min(d, i + chunk))
+        m, s = standardize(DiagGaussian(q.mean[sl], q.std[sl]), DiagGaussian(p.mean[sl], p.std[sl]))
+        out[sl] = kl_bits_std(m, s).cpu().numpy()
+    return out
+
+
+class _Standardized:
+    """``standardize(q, p)`` at any dims of the coding order, computed on demand (elementwise, so the
+    same numbers as the whole latent's), so no full-size m and s exist. ``channels`` > 0: the coding
+    order is position-major, dim i = position i // C, channel i % C of the channel-major latent."""
+
+    def __init__(self, q: DiagGaussian, p: DiagGaussian, channels: int) -> None:
+        self.q, self.p, self.c = q, p, channels
+        self.m, self.s = _Lookup(self, 0), _Lookup(self, 1)
+
+    def at(self, pos) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(pos, device=self.q.mean.device)
+        if self.c:
+            n_pos = self.q.mean.shape[0] // self.c
+            idx = (idx % self.c) * n_pos + idx // self.c
+        q, p = self.q, self.p
+        return standardize(DiagGaussian(q.mean[idx], q.std[idx]), DiagGaussian(p.mean[idx], p.std[idx]))
+
+
+class _Lookup:
+    """``m[pos]`` / ``s[pos]`` for the outlier coder, backed by :class:`_Standardized`."""
+
+    def __init__(self, std: _Standardized, which: int) -> None:
+        self.std, self.which = std, which
+        self.device = std.q.mean.device
+
+    def __getitem__(self, pos) -> torch.Tensor:
+        return self.std.at(pos)[self.which]
+
+
+def _chunks(sizes: np.ndarray, blocks: int = _BLOCK_CHUNK):
+    """(first block, end block, first dim, end dim) of consecutive chunks of ``blocks`` blocks."""
+    ends = np.cumsum(sizes)
+    for b0 in range(0, len(sizes), blocks):
+        b1 = min(len(sizes), b0 + blocks)
+        yield b0, b1, int(ends[b0 - 1]) if b0 else 0, int(ends[b1 - 1])
 
 
 @register
@@ -176,19 +246,21 @@ class PFRSampler(IntParams):
         if not 0 <= self.channels <= 65536:
             raise CorruptPayload("pfr: channels must be in [0, 65536] (0 = resolved by the codec)")
 
-    def _position_major(self, d: int) -> torch.Tensor | None:
-        """The position-major permutation of a (channels, d / channels) latent; None without channels."""
+    def _position_major(self, d: int) -> bool:
+        """Whether this latent may be coded position-major: the (channels, d / channels) latent read
+        position by position, i.e. transposed (a flag in the payload says whether it was)."""
         if self.channels == 1:
-            return None
+            return False
         if self.channels == 0:
             raise CorruptPayload("pfr: channels=0 ('the latent's channel count') was not resolved to a number")
         if d % self.channels:
             raise CorruptPayload(f"pfr: a latent of {d} dims does not have {self.channels} channels")
-        return torch.arange(d).view(self.channels, d // self.channels).T.reshape(-1)
+        return True
 
     def _n_blocks(self, kl: np.ndarray) -> int:
         """How many blocks the split tree makes of these per-dim KLs (flags go to a scratch writer)."""
-        sizes, _ = tree_split(kl[kl <= self.outlier_bits], self.max_dims, self.budget_bits, Writer())
+        skip = np.flatnonzero(kl > self.outlier_bits)
+        sizes, _ = tree_split(kl, self.max_dims, self.budget_bits, Writer(), skip=skip)
         return len(sizes)
 
     @staticmethod
@@ -201,35 +273,53 @@ class PFRSampler(IntParams):
         dev = q.mean.device
         keys = self._keys(key)
         pm = self._position_major(d)
-        m, s = standardize(q, p)
-        kl_np = kl_bits_std(m, s).cpu().numpy()
+        # Memory: a 100 MP image's level 1 has 37.5 M dims, and every per-dim float64 array is
+        # 300 MB. So only the per-dim KLs exist whole (one array at a time, computed in chunks, in
+        # the coding order); standardized values are computed per chunk of blocks from q and p,
+        # elementwise, so they are the same numbers as a whole-latent standardize would give.
+        kl_np = _kl_std_bits(q, p)
         use_pm = False
-        if pm is not None:
-            kl_pm = kl_np[pm.numpy()]
-            use_pm = self._n_blocks(kl_pm) < self._n_blocks(kl_np)
-            if use_pm:
-                pm_dev = pm.to(dev)
-                m, s, kl_np = m[pm_dev], s[pm_dev], kl_pm
+        if pm:
+            n_cm = self._n_blocks(kl_np)
+            kl_np = None
+            kl_np = _kl_std_bits(q, p, self.channels)
+            use_pm = self._n_blocks(kl_np) < n_cm
+            if not use_pm:
+                kl_np = None
+                kl_np = _kl_std_bits(q, p)
+        std = _Standardized(q, p, self.channels if use_pm else 0)
+        kl_total = float(kl_np.sum())
         out_pos = np.flatnonzero(kl_np > self.outlier_bits)
-        inl = np.flatnonzero(kl_np <= self.outlier_bits)
+        kl_out = kl_np[out_pos]
         w = Writer()
         w.uint(d, 32)
-        if pm is not None:
+        if pm:
             w.uint(int(use_pm), 1)
-        write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), m, s, out_pos)
-        sizes, _levels = tree_split(kl_np[inl], self.max_dims, self.budget_bits, w)
-        lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
-        ranks = self._search(m, s, lay, keys)
+        write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), std.m, std.s, out_pos)
+        sizes, _levels = tree_split(kl_np, self.max_dims, self.budget_bits, w, skip=out_pos)
+        ranks = np.zeros(len(sizes), dtype=np.int64)
+        bsum = np.zeros(len(sizes))
+        pruned = 0
+        pool = self._pool(keys, dev)
+        for b0, b1, d0, d1 in _chunks(sizes):
+            inl = inliers(out_pos, d0, d1)
+            m, s = std.at(inl)
+            lay = _Layout(np.arange(d1 - d0), sizes[b0:b1], self.log2_candidates, self.pool_width, keys, dev, b0)
+            ranks[b0:b1] = self._search(m, s, lay, keys, pool)
+            bsum[b0:b1] = np.bincount(lay.block_of, weights=kl_np[inl], minlength=b1 - b0)
+            pruned += self._pruned
+            del lay, m, s
+        self._pruned = pruned
+        del kl_np, pool
         w.log_bucket(ranks)
         payload = w.finish()
         sample = self.decode(p, key, payload)
-        bsum = np.bincount(lay.block_of, weights=kl_np[inl], minlength=len(sizes))
         stats = {
-            "kl_bits": float(kl_np.sum()),
+            "kl_bits": kl_total,
             "coded_bits": 8 * len(payload),
             "n_outliers": int(len(out_pos)),
             "n_blocks": int(len(sizes)),
-            "outlier_kl_bits": float(kl_np[out_pos].sum()),
+            "outlier_kl_bits": float(kl_out.sum()),
             "max_block_kl_bits": float(bsum.max()) if len(sizes) else 0.0,
             "mean_log2_rank": float(np.log2(ranks + 1).mean()) if len(sizes) else 0.0,
             "position_major": int(use_pm),  # the coding order chosen (see the module docstring)
@@ -240,7 +330,15 @@ class PFRSampler(IntParams):
     def pool_width(self) -> int:
         return 2 << max(0, (self.max_dims - 1).bit_length())
 
-    def _search(self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict) -> np.ndarray:
+    def _pool(self, keys: dict, dev) -> torch.Tensor:
+        """The shared candidate pool, column-major (W, N): pool_t[c, r] is row r, column c."""
+        n, w = 1 << self.log2_candidates, self.pool_width
+        cells = (torch.arange(n, device=dev, dtype=torch.int32)[None, :] * w
+                 + torch.arange(w, device=dev, dtype=torch.int32)[:, None])
+        return rnd.normal(keys[_POOL], torch.tensor(w, device=dev), cells)
+
+    def _search(self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict,
+                pool_t: torch.Tensor | None = None) -> np.ndarray:
         """Rank of the PFR winner for every block (truncated at N candidates).
 
         Arrival times: each block has its *own* first ``_K0`` arrivals (the ranks where almost all
@@ -251,12 +349,12 @@ class PFRSampler(IntParams):
         n = 1 << self.log2_candidates
         nb = lay.n_blocks
         ranks = np.zeros(nb, dtype=np.int64)
+        self._pruned = 0
         if nb == 0:
             return ranks
         k0 = min(_K0, n)
-        w = lay.width
         bo = torch.as_tensor(lay.block_of, device=dev)
-        b_all = torch.arange(nb, device=dev)
+        b_all = torch.arange(lay.block0, lay.block0 + nb, device=dev)
         u0 = rnd.uniform(keys[_ARRIVAL], b_all[None, :],
                          torch.arange(k0, device=dev, dtype=torch.int32)[:, None]).double()
         t_own = torch.cumsum(-torch.log(u0), 0)  # (k0, nb) float64
@@ -270,10 +368,8 @@ class PFRSampler(IntParams):
         cb = cb64.to(torch.float32)
         # the pool is generated column-major, (W, N): pool_t[c, r] is row r, column c (the same
         # counter-based values); the scoring GEMM wants pool rows as its contiguous dimension
-        cells = (torch.arange(n, device=dev, dtype=torch.int32)[None, :] * w
-                 + torch.arange(w, device=dev, dtype=torch.int32)[:, None])
-        pool_t = rnd.normal(keys[_POOL], torch.tensor(w, device=dev), cells)
-        del cells
+        if pool_t is None:
+            pool_t = self._pool(keys, dev)
         roff = lay.row_off
         # ranks < k0: explicit per-block scores with the block's own arrival times.  Block b's
         # first k0 candidates are the k0 pool rows from r_b on (wrapping): with the pool's first
@@ -383,27 +479,26 @@ class PFRSampler(IntParams):
         pm = self._position_major(d)
         r = Reader(payload)
         check_latent_size(r, d, "pfr")
-        order = pm if pm is not None and r.uint(1) else None
+        transposed = pm and bool(r.uint(1))
         n_out, out_pos, e, words = read_outlier_section(r, d)
         sizes, _levels = read_tree(r, d - n_out, self.max_dims)
         n_blocks = len(sizes)
         ranks = r.log_bucket(n_blocks, limit=(1 << self.log2_candidates) - 1)
         r.finish()
-        mask = np.ones(d, dtype=bool)
-        mask[out_pos] = False
-        inl = np.flatnonzero(mask)
         z = torch.zeros(d, dtype=torch.float32, device=dev)
         if n_out:
             z[torch.as_tensor(out_pos, device=dev)] = OutlierCodec(keys[_ONOISE], keys[_ODITHER]).values(
                 e, words, out_pos, dev)
-        if n_blocks:
-            lay = _Layout(inl, sizes, self.log2_candidates, self.pool_width, keys, dev)
-            nmask = (1 << self.log2_candidates) - 1
+        nmask = (1 << self.log2_candidates) - 1
+        for b0, b1, d0, d1 in _chunks(sizes):  # bounded memory; see _BLOCK_CHUNK
+            inl = inliers(out_pos, d0, d1)
+            lay = _Layout(inl, sizes[b0:b1], self.log2_candidates, self.pool_width, keys, dev, b0)
             bo = torch.as_tensor(lay.block_of, device=dev)
-            row = (torch.as_tensor(ranks, device=dev)[bo] + lay.row_off[bo]) & nmask
+            row = (torch.as_tensor(ranks[b0:b1], device=dev)[bo] + lay.row_off[bo]) & nmask
             vals = rnd.normal(keys[_POOL], torch.tensor(lay.width, device=dev),
                               (row * lay.width + lay.col).to(torch.int32))
             z[torch.as_tensor(inl, device=dev)] = vals * lay.sign
-        if order is not None:
-            z = torch.empty_like(z).index_copy_(0, order.to(dev), z)
+            del lay, bo, row, vals
+        if transposed:  # coded position-major: back to channel-major
+            z = z.view(-1, self.channels).T.reshape(-1)
         return prior_sample(p, z)

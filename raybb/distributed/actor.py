@@ -68,12 +68,12 @@ def _err(e: BaseException) -> str:
 
 
 def _ms_ssim(rgb: np.ndarray, rec: np.ndarray, notes: list[str]) -> float | None:
-    """MS-SSIM, or None (null in the manifest) with a note when the image is too small for it."""
+    """MS-SSIM, or None (null in the manifest) with a note when the image is too small or too large."""
     from raybb import metrics
 
-    v = float(metrics.ms_ssim(rgb, rec))
+    v = float(metrics.ms_ssim_bounded(rgb, rec))
     if math.isnan(v):
-        notes.append(metrics.MS_SSIM_UNDEFINED)
+        notes.append(metrics.ms_ssim_missing_reason(*rgb.shape[:2]))
         return None
     return v
 
@@ -105,6 +105,7 @@ class CompressorActor:
         torch_threads: int | None = 1,
         codec_factory: str | None = None,
         effort: int = 0,
+        tile_pixels: int | None = None,
     ) -> None:
         if torch_threads:
             import torch
@@ -117,7 +118,12 @@ class CompressorActor:
         self.device = device
         self._factory = _load_factory(codec_factory)
         self._by_fingerprint = codec_factory is None  # a custom codec is used as is
-        self.codec = self._factory(model=model, sampler=sampler, device=device)
+        from raybb.tiling import limit_heap_retention
+
+        limit_heap_retention()  # freed tiles go back to the OS: the actor's RSS stays near its peak use
+        #: None: the device's default tile budget
+        self._codec_kw = {} if tile_pixels is None else {"tile_pixels": tile_pixels}
+        self.codec = self._factory(model=model, sampler=sampler, device=device, **self._codec_kw)
         #: decompress: codecs by the 8-byte fingerprint a bitstream carries (the actor's own first)
         self._codecs: dict[bytes, Any] = {}
         if self._by_fingerprint:
@@ -222,7 +228,7 @@ class CompressorActor:
         row.ms_ssim = float(res.ms_ssim)
         if math.isnan(row.ms_ssim):
             row.ms_ssim = None
-            notes.append(metrics.MS_SSIM_UNDEFINED)
+            notes.append(metrics.ms_ssim_missing_reason(h, w))
         row.kl_bits = float(res.kl_bits)
         row.encode_seconds = float(getattr(res, "encode_seconds", None) or seconds)
         row.effort = self.effort
@@ -306,7 +312,7 @@ class CompressorActor:
                     f"bitstream made by model {fp.hex()}: not the given model and not installed "
                     "(see `raybb models`; add its folder to $RAYBB_MODELS_DIR or pass --model)"
                 )
-            codec = self._factory(model=str(path), sampler=None, device=self.device)
+            codec = self._factory(model=str(path), sampler=None, device=self.device, **self._codec_kw)
             self._codecs[fp] = codec
         return codec
 

@@ -40,7 +40,16 @@ import pyarrow as pa
 import ray
 
 from raybb.distributed.actor import BITSTREAM_SUFFIX, CompressorActor
-from raybb.distributed.partition import DEFAULT_SHARD_BYTES, DEFAULT_SHARD_IMAGES, Shard, plan_shards
+from raybb.distributed.partition import (
+    BITSTREAM_MIN_BPP,
+    DEFAULT_SHARD_BYTES,
+    DEFAULT_SHARD_IMAGES,
+    DEFAULT_SHARD_PIXELS,
+    SOURCE_MIN_BPP,
+    Shard,
+    estimate_pixels,
+    plan_shards,
+)
 from raybb.errors import RaybbError, StorageError
 from raybb.imageio import DEFAULT_MAX_PIXELS
 from raybb.storage import (
@@ -355,6 +364,8 @@ def _run_job(
     use_gpu: UseGpu,
     shard_size: int,
     shard_bytes: int,
+    shard_pixels: int,
+    worker_memory_mb: int | None,
     max_in_flight: int | None,
     verify: bool,
     model: str | None,
@@ -415,7 +426,14 @@ def _run_job(
             if obj.key not in done:
                 yield obj
 
-    shards = plan_shards(todo(), max_images=shard_size, max_bytes=shard_bytes)
+    bpp = SOURCE_MIN_BPP if kind == "compress" else BITSTREAM_MIN_BPP  # shards bounded by estimated pixels
+    shards = plan_shards(
+        todo(),
+        max_images=shard_size,
+        max_bytes=shard_bytes,
+        max_pixels=shard_pixels,
+        pixels_of=lambda o: estimate_pixels(o.size, bpp, max_pixels),
+    )
     writer = ManifestWriter(mloc, schema, run_id, flush_rows=flush_rows, flush_seconds=flush_seconds)
     if todo_total == 0:  # nothing new: no actor (and no model load) needed
         writer.close()
@@ -434,6 +452,13 @@ def _run_job(
         torch_threads=None if gpu else 1,
         codec_factory=codec_factory,
     )
+    if worker_memory_mb is not None and not gpu:
+        # Ray reserves the budget per actor, and the actor's tiles are sized to stay inside it for
+        # images up to max_pixels (a GPU actor sizes its tiles from its card instead)
+        from raybb.tiling import tile_pixels_for_memory
+
+        res_opts["memory"] = worker_memory_mb * 2**20
+        ctor_kw["tile_pixels"] = tile_pixels_for_memory(worker_memory_mb * 2**20, max_pixels)
     slots: list[_Slot | None] = []
     info_refs: dict[Any, int] = {}
     generation = 0
@@ -662,6 +687,8 @@ def compress_bucket(
     use_gpu: UseGpu = "auto",
     shard_size: int = DEFAULT_SHARD_IMAGES,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    shard_pixels: int = DEFAULT_SHARD_PIXELS,
+    worker_memory_mb: int | None = None,
     max_in_flight: int | None = None,
     verify: bool = False,
     model: str | None = None,
@@ -689,7 +716,9 @@ def compress_bucket(
     actors (default: one per GPU, else one per CPU of the cluster); ``use_gpu``: True/False/"auto"
     (auto = GPUs present now; pass True on an autoscaling cluster whose GPU nodes start at 0).
     CPU actors take ``cpus_per_worker`` logical CPUs (a fractional slot, so they never starve
-    other Ray work) and one torch thread each. ``shard_size``/``shard_bytes``: shard limits.
+    other Ray work) and one torch thread each. ``shard_size``/``shard_bytes``/``shard_pixels``: shard
+    limits (pixels estimated from object sizes, partition.py). ``worker_memory_mb``: memory Ray
+    reserves for each CPU actor; its tiles are sized to code images of ``max_pixels`` within it.
     ``verify``: decode each bitstream again before marking it ok. ``resume``: skip what an earlier
     run finished. ``overwrite``: recompress existing outputs that have no manifest row.
     ``progress``: called with a :class:`JobProgress` after shards finish. ``storage_options``:
@@ -715,6 +744,8 @@ def decompress_bucket(
     use_gpu: UseGpu = "auto",
     shard_size: int = DEFAULT_SHARD_IMAGES,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    shard_pixels: int = DEFAULT_SHARD_PIXELS,
+    worker_memory_mb: int | None = None,
     max_in_flight: int | None = None,
     model: str | None = None,
     sampler: str | None = None,

@@ -50,3 +50,28 @@ def test_empty_and_bad_limits():
         list(plan_shards(_objs([1]), max_images=0))
     with pytest.raises(ValueError):
         list(plan_shards(_objs([1]), max_bytes=0))
+
+
+def test_by_estimated_pixels():
+    from raybb.distributed.partition import estimate_pixels
+
+    # 1 MB at >= 0.5 bpp is at most 16 MP; estimates are capped at the per-image limit
+    assert estimate_pixels(10**6, 0.5, 10**9) == 16_000_000
+    assert estimate_pixels(10**9, 0.5, 100_000_000) == 100_000_000
+    sizes = [10**6, 10**6, 10**6, 10**8, 10**5]
+    shards = list(plan_shards(_objs(sizes), max_images=100, max_bytes=10**12, max_pixels=40_000_000,
+                              pixels_of=lambda o: estimate_pixels(o.size, 0.5, 100_000_000)))
+    assert [len(s) for s in shards] == [2, 1, 1, 1]  # 16+16 MP; 16; 100 (alone); 1.6
+    assert [s.pixels for s in shards] == [32_000_000, 16_000_000, 100_000_000, 1_600_000]
+    with pytest.raises(ValueError):
+        list(plan_shards(_objs([1]), max_pixels=10))
+
+
+def test_worker_memory_sizes_tiles():
+    from raybb.tiling import DEFAULT_TILE_PIXELS, MIN_TILE_PIXELS, tile_pixels_for_memory
+
+    big = tile_pixels_for_memory(8 * 2**30, 100_000_000)
+    small = tile_pixels_for_memory(2500 * 2**20, 100_000_000)
+    assert MIN_TILE_PIXELS <= small < big <= 4 * DEFAULT_TILE_PIXELS
+    with pytest.raises(ValueError):
+        tile_pixels_for_memory(1 * 2**30, 100_000_000)
