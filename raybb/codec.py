@@ -39,8 +39,10 @@ from raybb.errors import (
     OutOfMemory,
     RaybbError,
     TooManyPixels,
+    WeightsError,
 )
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
+from raybb.model.arch import DEFAULT_ARCH
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
@@ -288,6 +290,13 @@ class Codec:
         metric: str = "mse",
         tile_pixels: int | None = None,
     ):
+        if loaded.arch != DEFAULT_ARCH:
+            # raybb.levels codes any protocol model; this facade (tiling, refinement, CLI, jobs) is
+            # still written for the PLN's two levels (docs/model.md, "switching the codec")
+            raise WeightsError(
+                f"architecture {loaded.arch!r} cannot be used by the Codec yet (only {DEFAULT_ARCH!r}); "
+                "code it with raybb.levels.compress_rgb / decompress_rgb"
+            )
         self.effort, self.metric = _check_effort(effort, metric)
         self.device = torch.device(device)
         self.loaded = loaded

@@ -71,6 +71,18 @@ def test_channel_ladder_round_trip(tmp_path):
     assert torch.equal(a.x_hat, ref.x_hat)
 
 
+def test_codec_refuses_an_architecture_it_cannot_code_yet(tmp_path):
+    """The Codec facade (tiling, refinement, CLI, jobs) is the PLN's; other architectures get a typed
+    error that points at raybb.levels, not an AttributeError deep inside."""
+    from raybb.codec import load_codec
+    from raybb.errors import WeightsError
+
+    path = tmp_path / "ch.safetensors"
+    save_weights(path, ChannelLadderNetwork(TINY_CH), {}, dtype=torch.float16)
+    with pytest.raises(WeightsError, match="raybb.levels"):
+        load_codec(path)
+
+
 def _forge(state: dict, cfg: dict, arch: str | None, fp_arch: str = "pln") -> bytes:
     class C:
         def to_dict(self):
