@@ -44,9 +44,13 @@ def diff(a: np.ndarray, b: np.ndarray) -> dict:
 
 
 def measure(images: list[str], models: list[str], device: str) -> dict:
-    res = {"device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
-           "torch": torch.__version__, "host_cores": os.cpu_count(), "date": datetime.date.today().isoformat(),
-           "rows": []}
+    res = {
+        "device": torch.cuda.get_device_name(0) if device.startswith("cuda") else device,
+        "torch": torch.__version__,
+        "host_cores": os.cpu_count(),
+        "date": datetime.date.today().isoformat(),
+        "rows": [],
+    }
     for img in images:
         rgb = decode_image(Path(img).read_bytes())
         for model in models:
@@ -69,32 +73,47 @@ def measure(images: list[str], models: list[str], device: str) -> dict:
             t0 = time.perf_counter()
             rec_dev_on_cpu = cpu_codec.decompress(data_dev)
             cpu_dec = time.perf_counter() - t0
-            row = {"image": Path(img).name, "model": model, "bytes_gpu": len(data_dev), "bytes_cpu": len(data_cpu),
-                   "same_bytes": data_dev == data_cpu, "gpu_encode_s": enc_t, "gpu_decode_s": dec_t,
-                   "cpu16_encode_s": cpu_enc, "cpu16_decode_s": cpu_dec,
-                   "gpu_bytes_cpu_vs_gpu_decode": diff(rec_dev, rec_dev_on_cpu),
-                   "cpu_bytes_cpu_vs_gpu_decode": diff(cpu_codec.decompress(data_cpu), dev_codec.decompress(data_cpu))}
+            row = {
+                "image": Path(img).name,
+                "model": model,
+                "bytes_gpu": len(data_dev),
+                "bytes_cpu": len(data_cpu),
+                "same_bytes": data_dev == data_cpu,
+                "gpu_encode_s": enc_t,
+                "gpu_decode_s": dec_t,
+                "cpu16_encode_s": cpu_enc,
+                "cpu16_decode_s": cpu_dec,
+                "gpu_bytes_cpu_vs_gpu_decode": diff(rec_dev, rec_dev_on_cpu),
+                "cpu_bytes_cpu_vs_gpu_decode": diff(cpu_codec.decompress(data_cpu), dev_codec.decompress(data_cpu)),
+            }
             print(json.dumps(row), flush=True)
             res["rows"].append(row)
     return res
 
 
 def render(res: dict, note: str = "") -> str:
-    out = [f"# raybb codec on {res['device']}", "",
-           f"torch {res['torch']}, host CPU with {res.get('host_cores', '?')} cores, {res.get('date', '')}. {note}", "",
-           "GPU times: median of 3 (the first call includes warm-up). CPU: one run on all host cores. "
-           "'CPU vs GPU decode': the same bytes decoded on both devices; max |difference| in 8-bit levels "
-           "and the fraction of pixel values that differ.", "",
-           "| image | model | bytes (GPU / CPU encode) | same bytes | GPU encode s | GPU decode s | CPU encode s "
-           "| CPU decode s | CPU vs GPU decode (GPU bytes) | (CPU bytes) |",
-           "|---|---|---|---|---:|---:|---:|---:|---|---|"]
+    out = [
+        f"# raybb codec on {res['device']}",
+        "",
+        f"torch {res['torch']}, host CPU with {res.get('host_cores', '?')} cores, {res.get('date', '')}. {note}",
+        "",
+        "GPU times: median of 3 (the first call includes warm-up). CPU: one run on all host cores. "
+        "'CPU vs GPU decode': the same bytes decoded on both devices; max |difference| in 8-bit levels "
+        "and the fraction of pixel values that differ.",
+        "",
+        "| image | model | bytes (GPU / CPU encode) | same bytes | GPU encode s | GPU decode s | CPU encode s "
+        "| CPU decode s | CPU vs GPU decode (GPU bytes) | (CPU bytes) |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---|",
+    ]
     for r in res["rows"]:
         a, b = r["gpu_bytes_cpu_vs_gpu_decode"], r["cpu_bytes_cpu_vs_gpu_decode"]
-        out.append(f"| {r['image']} | {r['model']} | {r['bytes_gpu']} / {r['bytes_cpu']} | "
-                   f"{'yes' if r['same_bytes'] else 'no'} | {np.median(r['gpu_encode_s']):.3f} | "
-                   f"{np.median(r['gpu_decode_s']):.3f} | {r['cpu16_encode_s']:.2f} | {r['cpu16_decode_s']:.2f} | "
-                   f"max {a['max_abs']}, {100 * a['frac_px_diff']:.2f}% | "
-                   f"max {b['max_abs']}, {100 * b['frac_px_diff']:.2f}% |")
+        out.append(
+            f"| {r['image']} | {r['model']} | {r['bytes_gpu']} / {r['bytes_cpu']} | "
+            f"{'yes' if r['same_bytes'] else 'no'} | {np.median(r['gpu_encode_s']):.3f} | "
+            f"{np.median(r['gpu_decode_s']):.3f} | {r['cpu16_encode_s']:.2f} | {r['cpu16_decode_s']:.2f} | "
+            f"max {a['max_abs']}, {100 * a['frac_px_diff']:.2f}% | "
+            f"max {b['max_abs']}, {100 * b['frac_px_diff']:.2f}% |"
+        )
     return "\n".join(out) + "\n"
 
 

@@ -50,12 +50,18 @@ LOWKL = 8.0  # excess_nll / ks use dims with KL <= 8 bits: coded in-block by eve
 
 def machine(device: str = "cpu", note: str | None = None) -> dict:
     """Where and when the numbers were taken; ``note`` says what else ran on the machine."""
-    return {"cpu": machine_info()["cpu"], "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "platform": platform.platform(), "device": device_name(device),
-            "date": datetime.date.today().isoformat(),
-            "loadavg_start": os.getloadavg()[0],
-            "note": note or "nothing else of ours ran on the machine (see the load average)"}
+    return {
+        "cpu": machine_info()["cpu"],
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": device_name(device),
+        "date": datetime.date.today().isoformat(),
+        "loadavg_start": os.getloadavg()[0],
+        "note": note or "nothing else of ours ran on the machine (see the load average)",
+    }
 
 
 def device_name(device: str) -> str:
@@ -97,18 +103,34 @@ def run_one(name, params, q, p, kl_total, seed=1) -> dict:
     assert torch.equal(x, enc.sample), "decode differs from the encoder's sample"
     kl = kl_bits(q, p)
     inblock = kl <= LOWKL
-    row = {"sampler": name, "params": list(smp.params()), "kl_bits": float(kl_total),
-           "coded_bits": enc.stats["coded_bits"], "ratio": enc.stats["coded_bits"] / float(kl.sum()),
-           "encode_s": t1 - t0, "decode_s": t2 - t1,
-           "n_outliers": enc.stats.get("n_outliers", 0), "n_blocks": enc.stats.get("n_blocks", 0)}
+    row = {
+        "sampler": name,
+        "params": list(smp.params()),
+        "kl_bits": float(kl_total),
+        "coded_bits": enc.stats["coded_bits"],
+        "ratio": enc.stats["coded_bits"] / float(kl.sum()),
+        "encode_s": t1 - t0,
+        "decode_s": t2 - t1,
+        "n_outliers": enc.stats.get("n_outliers", 0),
+        "n_blocks": enc.stats.get("n_blocks", 0),
+    }
     row.update(fidelity(x, q, p, inblock))
     return row
 
 
 def exact_row(q, p, kl_total) -> dict:
     x = q.mean + q.std * torch.randn(q.mean.shape, generator=torch.Generator().manual_seed(5))
-    row = {"sampler": "exact", "params": [], "kl_bits": float(kl_total), "coded_bits": 0, "ratio": 0.0,
-           "encode_s": 0.0, "decode_s": 0.0, "n_outliers": 0, "n_blocks": 0}
+    row = {
+        "sampler": "exact",
+        "params": [],
+        "kl_bits": float(kl_total),
+        "coded_bits": 0,
+        "ratio": 0.0,
+        "encode_s": 0.0,
+        "decode_s": 0.0,
+        "n_outliers": 0,
+        "n_blocks": 0,
+    }
     row.update(fidelity(x, q, p, torch.ones(q.mean.shape, dtype=torch.bool)))
     return row
 
@@ -133,33 +155,52 @@ def plan(quick: bool):
     sweep_kl = 200_000
     # near-exact points (N >= 2**(budget + 2)), then the truncated frontier (N < 2**budget: biased,
     # cheaper), then the seed samplers with larger budgets
-    sweep = [("pfr", (8, 11, 64, 8)), ("pfr", (12, 14, 64, 12)), ("pfr", (16, 18, 64, 16)),
-             ("pfr", (18, 20, 64, 18)),
-             ("pfr", (20, 14, 64, 20)), ("pfr", (22, 16, 64, 22)), ("pfr", (24, 14, 64, 24)),
-             ("pfr", (24, 16, 64, 24)), ("pfr", (24, 17, 64, 24)), ("pfr", (26, 16, 64, 26)),
-             ("pfr", (26, 17, 64, 26)), ("pfr", (27, 18, 64, 27)),
-             ("importance", (10, 64, 10)), ("greedy", (8, 16, 64))]
+    sweep = [
+        ("pfr", (8, 11, 64, 8)),
+        ("pfr", (12, 14, 64, 12)),
+        ("pfr", (16, 18, 64, 16)),
+        ("pfr", (18, 20, 64, 18)),
+        ("pfr", (20, 14, 64, 20)),
+        ("pfr", (22, 16, 64, 22)),
+        ("pfr", (24, 14, 64, 24)),
+        ("pfr", (24, 16, 64, 24)),
+        ("pfr", (24, 17, 64, 24)),
+        ("pfr", (26, 16, 64, 26)),
+        ("pfr", (26, 17, 64, 26)),
+        ("pfr", (27, 18, 64, 27)),
+        ("importance", (10, 64, 10)),
+        ("greedy", (8, 16, 64)),
+    ]
     return dims, kls, main, sweep_kl, sweep, seed_kls
 
 
 def fmt_md(rows, info) -> str:
-    out = ["# Coded sampling benchmark", "",
-           f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} (CPU, "
-           f"{info['torch_threads']} threads), Python {info['python']}. Date: {info['date']}.", "",
-           f"**{info['note']}** Load average at start {info['loadavg_start']:.1f}, "
-           f"at end {info.get('loadavg_end', float('nan')):.1f}.", "",
-           f"Latent: {info['dims']} dims from `raybb.coding.synthetic.make_pair` (35% active dims with "
-           "log-normal KL, the rest near zero, 3% posteriors wider than the prior).", "",
-           "ratio = coded bits / KL bits; mse_ratio and ks/excess_nll compare with exact samples "
-           "(exact row = noise level; see benchmarks/coding.py docstring).", "",
-           "| sampler | params | KL bits | latent seed | coded bits | ratio | encode s | decode s | outliers | blocks "
-           "| mse_ratio | excess_nll b/dim | KS D |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "# Coded sampling benchmark",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} (CPU, "
+        f"{info['torch_threads']} threads), Python {info['python']}. Date: {info['date']}.",
+        "",
+        f"**{info['note']}** Load average at start {info['loadavg_start']:.1f}, "
+        f"at end {info.get('loadavg_end', float('nan')):.1f}.",
+        "",
+        f"Latent: {info['dims']} dims from `raybb.coding.synthetic.make_pair` (35% active dims with "
+        "log-normal KL, the rest near zero, 3% posteriors wider than the prior).",
+        "",
+        "ratio = coded bits / KL bits; mse_ratio and ks/excess_nll compare with exact samples "
+        "(exact row = noise level; see benchmarks/coding.py docstring).",
+        "",
+        "| sampler | params | KL bits | latent seed | coded bits | ratio | encode s | decode s | outliers | blocks "
+        "| mse_ratio | excess_nll b/dim | KS D |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        out.append(f"| {r['sampler']} | {tuple(r['params'])} | {r['kl_bits']:.0f} | {r.get('latent_seed', '')} | "
-                   f"{r['coded_bits']} | "
-                   f"{r['ratio']:.3f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['n_outliers']} | "
-                   f"{r['n_blocks']} | {r['mse_ratio']:.4f} | {r['excess_nll']:+.4f} | {r['ks']:.4f} |")
+        out.append(
+            f"| {r['sampler']} | {tuple(r['params'])} | {r['kl_bits']:.0f} | {r.get('latent_seed', '')} | "
+            f"{r['coded_bits']} | "
+            f"{r['ratio']:.3f} | {r['encode_s']:.2f} | {r['decode_s']:.2f} | {r['n_outliers']} | "
+            f"{r['n_blocks']} | {r['mse_ratio']:.4f} | {r['excess_nll']:+.4f} | {r['ks']:.4f} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -173,14 +214,20 @@ def fit_table() -> None:
         m, s = std_pair(16384, 16384 * density, seed=1000 + i)
         k = grs_indices(m, s, rnd.fold_key(77, i, 0, 16), rnd.fold_key(77, i, 0, 17), torch.arange(16384), 4096)
         samples.append(k.numpy())
-    t = fit_index_table(samples, 4096, 0.01, note="fitted on raybb.coding.synthetic.std_pair, "
-                        "6 x 16384 dims, 0.1-2.5 bits/dim")
+    t = fit_index_table(
+        samples, 4096, 0.01, note="fitted on raybb.coding.synthetic.std_pair, 6 x 16384 dims, 0.1-2.5 bits/dim"
+    )
     (ROOT / "raybb" / "coding" / TABLE_FILE).write_text(t.to_json())
     print(f"wrote table id {t.table_id}")
 
 
-def timing(repeats: int, device: str = "cpu", configs: list[str] | None = None, out_stem: str | None = None,
-           note: str | None = None) -> int:
+def timing(
+    repeats: int,
+    device: str = "cpu",
+    configs: list[str] | None = None,
+    out_stem: str | None = None,
+    note: str | None = None,
+) -> int:
     """Repeated timing of the default sampler (or ``configs``) at the issue's target point.
 
     On a GPU the first run includes warm-up (kernel loading); min and median are over all runs.
@@ -215,39 +262,76 @@ def timing(repeats: int, device: str = "cpu", configs: list[str] | None = None, 
             enc_t.append(t1 - t0)
             dec_t.append(t2 - t1)
             ratios.append(enc.stats["coded_bits"] / enc.stats["kl_bits"])
-            print(f"{name} {tuple(smp.params())} run {r}: encode {enc_t[-1]:.3f}s decode {dec_t[-1]:.3f}s "
-                  f"ratio {ratios[-1]:.3f} cpu-decode-identical {cross[-1] if cross else '-'} "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
-        results.append({"sampler": name, "params": list(smp.params()), "encode_s": enc_t, "decode_s": dec_t,
-                        "ratio": ratios, "encode_min_s": min(enc_t), "encode_median_s": float(np.median(enc_t)),
-                        "decode_min_s": min(dec_t), "decode_median_s": float(np.median(dec_t)),
-                        "cpu_decode_identical": all(cross) if cross else None})
-        md_rows.append(f"| {name} {tuple(smp.params())} | {min(enc_t):.3f} | {np.median(enc_t):.3f} | "
-                       f"{min(dec_t):.3f} | {np.median(dec_t):.3f} | {np.median(ratios):.3f} | "
-                       f"{('yes' if all(cross) else 'NO') if cross else '-'} |")
+            print(
+                f"{name} {tuple(smp.params())} run {r}: encode {enc_t[-1]:.3f}s decode {dec_t[-1]:.3f}s "
+                f"ratio {ratios[-1]:.3f} cpu-decode-identical {cross[-1] if cross else '-'} "
+                f"load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+        results.append(
+            {
+                "sampler": name,
+                "params": list(smp.params()),
+                "encode_s": enc_t,
+                "decode_s": dec_t,
+                "ratio": ratios,
+                "encode_min_s": min(enc_t),
+                "encode_median_s": float(np.median(enc_t)),
+                "decode_min_s": min(dec_t),
+                "decode_median_s": float(np.median(dec_t)),
+                "cpu_decode_identical": all(cross) if cross else None,
+            }
+        )
+        md_rows.append(
+            f"| {name} {tuple(smp.params())} | {min(enc_t):.3f} | {np.median(enc_t):.3f} | "
+            f"{min(dec_t):.3f} | {np.median(dec_t):.3f} | {np.median(ratios):.3f} | "
+            f"{('yes' if all(cross) else 'NO') if cross else '-'} |"
+        )
     info["loadavg_end"] = os.getloadavg()[0]
     first = results[0]
-    res = {"machine": info, "dims": 200_000, "kl_bits": 200_000, "runs": results,
-           # the default sampler's numbers at the top level, as earlier versions of this file had them
-           **{k: first[k] for k in ("sampler", "params", "encode_s", "decode_s", "encode_min_s",
-                                    "encode_median_s", "decode_min_s", "decode_median_s")}}
+    res = {
+        "machine": info,
+        "dims": 200_000,
+        "kl_bits": 200_000,
+        "runs": results,
+        # the default sampler's numbers at the top level, as earlier versions of this file had them
+        **{
+            k: first[k]
+            for k in (
+                "sampler",
+                "params",
+                "encode_s",
+                "decode_s",
+                "encode_min_s",
+                "encode_median_s",
+                "decode_min_s",
+                "decode_median_s",
+            )
+        },
+    }
     stem = out_stem or ("coding_timing" if device == "cpu" else "coding_timing_gpu")
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1))
-    md = (f"# Coded sampler timing (200k dims, 200k bits KL, {repeats} runs each)\n\n"
-          f"Device: {info['device']}. Host: {info['cpu']}, {info['cores']} cores, torch {info['torch']} with "
-          f"{info['torch_threads']} threads, {info['date']}. {info['note']}; load average "
-          f"{info['loadavg_start']:.1f} -> {info['loadavg_end']:.1f}.\n\n"
-          "| sampler | encode min s | encode median s | decode min s | decode median s | coded/KL "
-          "| CPU decode of the payload identical |\n|---|---:|---:|---:|---:|---:|---|\n"
-          + "\n".join(md_rows) + "\n")
+    md = (
+        f"# Coded sampler timing (200k dims, 200k bits KL, {repeats} runs each)\n\n"
+        f"Device: {info['device']}. Host: {info['cpu']}, {info['cores']} cores, torch {info['torch']} with "
+        f"{info['torch_threads']} threads, {info['date']}. {info['note']}; load average "
+        f"{info['loadavg_start']:.1f} -> {info['loadavg_end']:.1f}.\n\n"
+        "| sampler | encode min s | encode median s | decode min s | decode median s | coded/KL "
+        "| CPU decode of the payload identical |\n|---|---:|---:|---:|---:|---:|---|\n" + "\n".join(md_rows) + "\n"
+    )
     (RESULTS / f"{stem}.md").write_text(md)
     print(md)
     return 0
 
 
 #: A fifth pfr parameter 0 = the level's channel count (the codec's adaptive coding order).
-REAL_CONFIGS = [("pfr", (22, 14, 64, 22, 0)), ("pfr", (25, 16, 64, 25, 0)),
-                ("pfr", (14, 16, 64, 14, 0)), ("importance", (8, 64, 8)), ("greedy", (6, 16, 64))]
+REAL_CONFIGS = [
+    ("pfr", (22, 14, 64, 22, 0)),
+    ("pfr", (25, 16, 64, 25, 0)),
+    ("pfr", (14, 16, 64, 14, 0)),
+    ("importance", (8, 64, 8)),
+    ("greedy", (6, 16, 64)),
+]
 
 
 def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -> int:
@@ -311,32 +395,43 @@ def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -
                     row[f"blocks{lvl}"] = e.stats.get("n_blocks", 0)
                 row["ratio"] = (row["coded1"] + row["coded2"]) / (row["kl1"] + row["kl2"])
                 row["encode_s"], row["decode_s"] = t1 - t0, t2 - t1
-                row["mse_ratio1"] = fidelity(e1.sample, flat(q1), flat(p1),
-                                             kl_bits(flat(q1), flat(p1)) <= LOWKL)["mse_ratio"]
+                row["mse_ratio1"] = fidelity(e1.sample, flat(q1), flat(p1), kl_bits(flat(q1), flat(p1)) <= LOWKL)[
+                    "mse_ratio"
+                ]
                 rows.append(row)
-                print(f"{f.name} {name} {tuple(row['params'])} L2 {row['coded2']}/{row['kl2']:.0f}="
-                      f"{row['ratio2']:.3f} L1 {row['coded1']}/{row['kl1']:.0f}={row['ratio1']:.3f} "
-                      f"enc {row['encode_s']:.2f}s dec {row['decode_s']:.2f}s", flush=True)
+                print(
+                    f"{f.name} {name} {tuple(row['params'])} L2 {row['coded2']}/{row['kl2']:.0f}="
+                    f"{row['ratio2']:.3f} L1 {row['coded1']}/{row['kl1']:.0f}={row['ratio1']:.3f} "
+                    f"enc {row['encode_s']:.2f}s dec {row['decode_s']:.2f}s",
+                    flush=True,
+                )
     info["loadavg_end"] = os.getloadavg()[0]
     stem = stem or ("coding_real_quick" if quick else "coding_real")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": info, "rows": rows}, indent=1))
-    out = ["# Coded sampling on real latents (Kodak)", "",
-           f"Model `{Path(path).name}` (fingerprint {info['model']['fingerprint']}), "
-           f"{'256x256 crops' if quick else 'full images'}. {info['cpu']}, {info['cores']} cores, torch "
-           f"{info['torch']} ({info['torch_threads']} threads), {info['date']}. **{info['note']}** Load "
-           f"{info['loadavg_start']:.1f} -> {info['loadavg_end']:.1f}.", "",
-           "ratio = coded bits / KL bits per level; encode/decode s are both levels (incl. prior1). A fifth pfr "
-           "parameter 0 = the level's channel count (adaptive coding order, as in the codec). L1 mse_ratio: "
-           "sum((z - mu_q)^2 / sigma_p^2) / sum(sigma_q^2 / sigma_p^2) on level 1, 1.0 in expectation for exact "
-           "samples.", "",
-           "| image | sampler | params | L2 dims | L2 KL | L2 coded | L2 ratio | L1 dims | L1 KL | L1 coded "
-           "| L1 ratio | L1 outliers | total ratio | encode s | decode s | L1 mse_ratio |",
-           "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        "# Coded sampling on real latents (Kodak)",
+        "",
+        f"Model `{Path(path).name}` (fingerprint {info['model']['fingerprint']}), "
+        f"{'256x256 crops' if quick else 'full images'}. {info['cpu']}, {info['cores']} cores, torch "
+        f"{info['torch']} ({info['torch_threads']} threads), {info['date']}. **{info['note']}** Load "
+        f"{info['loadavg_start']:.1f} -> {info['loadavg_end']:.1f}.",
+        "",
+        "ratio = coded bits / KL bits per level; encode/decode s are both levels (incl. prior1). A fifth pfr "
+        "parameter 0 = the level's channel count (adaptive coding order, as in the codec). L1 mse_ratio: "
+        "sum((z - mu_q)^2 / sigma_p^2) / sum(sigma_q^2 / sigma_p^2) on level 1, 1.0 in expectation for exact "
+        "samples.",
+        "",
+        "| image | sampler | params | L2 dims | L2 KL | L2 coded | L2 ratio | L1 dims | L1 KL | L1 coded "
+        "| L1 ratio | L1 outliers | total ratio | encode s | decode s | L1 mse_ratio |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        out.append(f"| {r['image']} | {r['sampler']} | {tuple(r['params'])} | {r['dims2']} | {r['kl2']:.0f} | "
-                   f"{r['coded2']} | {r['ratio2']:.3f} | {r['dims1']} | {r['kl1']:.0f} | {r['coded1']} | "
-                   f"{r['ratio1']:.3f} | {r['outliers1']} | {r['ratio']:.3f} | {r['encode_s']:.2f} | "
-                   f"{r['decode_s']:.2f} | {r['mse_ratio1']:.4f} |")
+        out.append(
+            f"| {r['image']} | {r['sampler']} | {tuple(r['params'])} | {r['dims2']} | {r['kl2']:.0f} | "
+            f"{r['coded2']} | {r['ratio2']:.3f} | {r['dims1']} | {r['kl1']:.0f} | {r['coded1']} | "
+            f"{r['ratio1']:.3f} | {r['outliers1']} | {r['ratio']:.3f} | {r['encode_s']:.2f} | "
+            f"{r['decode_s']:.2f} | {r['mse_ratio1']:.4f} |"
+        )
     md = "\n".join(out) + "\n"
     (RESULTS / f"{stem}.md").write_text(md)
     print(md)
@@ -348,17 +443,31 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fit-rejection-table", action="store_true")
-    ap.add_argument("--timing", type=int, default=0, metavar="R",
-                    help="only time the default sampler R times on 200k dims / 200k bits (min/median)")
+    ap.add_argument(
+        "--timing",
+        type=int,
+        default=0,
+        metavar="R",
+        help="only time the default sampler R times on 200k dims / 200k bits (min/median)",
+    )
     ap.add_argument("--real-model", metavar="PATH", help="measure on real Kodak latents of this model file")
     ap.add_argument("--images", type=int, default=3, help="Kodak images for --real-model")
     ap.add_argument("--device", default="cpu", help="torch device for --timing, e.g. cuda")
     ap.add_argument("--note", help="what else ran on the machine during the run (goes into the results)")
-    ap.add_argument("--configs", nargs="+", metavar="NAME:P1,P2,...",
-                    help="only these samplers (e.g. pfr:22,16,64,22) on 200k dims / 200k bits -> coding_configs.*")
+    ap.add_argument(
+        "--configs",
+        nargs="+",
+        metavar="NAME:P1,P2,...",
+        help="only these samplers (e.g. pfr:22,16,64,22) on 200k dims / 200k bits -> coding_configs.*",
+    )
     ap.add_argument("--stem", help="results file stem under benchmarks/results (default by mode)")
-    ap.add_argument("--latent-seeds", type=int, default=1, metavar="S",
-                    help="with --configs: repeat on S synthetic latents (make_pair seeds 0..S-1; default: seed 7)")
+    ap.add_argument(
+        "--latent-seeds",
+        type=int,
+        default=1,
+        metavar="S",
+        help="with --configs: repeat on S synthetic latents (make_pair seeds 0..S-1; default: seed 7)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.real_model:
@@ -382,10 +491,12 @@ def main(argv=None) -> int:
     def emit(row, latent_seed):
         row["latent_seed"] = latent_seed
         rows.append(row)
-        print(f"{row['sampler']:>10} {str(tuple(row['params'])):>18} KL={row['kl_bits']:>7.0f} "
-              f"ratio={row['ratio']:.3f} enc={row['encode_s']:.2f}s dec={row['decode_s']:.2f}s "
-              f"mse_ratio={row['mse_ratio']:.4f} excess_nll={row['excess_nll']:+.4f} ks={row['ks']:.4f}",
-              flush=True)
+        print(
+            f"{row['sampler']:>10} {str(tuple(row['params'])):>18} KL={row['kl_bits']:>7.0f} "
+            f"ratio={row['ratio']:.3f} enc={row['encode_s']:.2f}s dec={row['decode_s']:.2f}s "
+            f"mse_ratio={row['mse_ratio']:.4f} excess_nll={row['excess_nll']:+.4f} ks={row['ks']:.4f}",
+            flush=True,
+        )
 
     for kl in kls:
         latents = [int(kl) % 1000 + 7] if args.latent_seeds <= 1 else list(range(args.latent_seeds))

@@ -78,22 +78,33 @@ def main(argv=None) -> int:
             start, best = probe(model, decode_image(f.read_bytes()), args.steps)
             rows.append({"model": name, "image": f.name, "posterior_mean_psnr": start, "free_latent_psnr": best})
             print(f"{name} {f.name}: posterior mean {start:.2f} dB, free latents {best:.2f} dB", flush=True)
-    info = {"date": datetime.date.today().isoformat(), "platform": platform.platform(), "torch": torch.__version__,
-            "steps": args.steps, "seconds": time.perf_counter() - t0}
+    info = {
+        "date": datetime.date.today().isoformat(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "steps": args.steps,
+        "seconds": time.perf_counter() - t0,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "decoder_capacity.json").write_text(json.dumps({"info": info, "rows": rows}, indent=1))
-    md = ["# Decoder capacity: PSNR of each synthesis transform with free latents (no rate)", "",
-          f"{info['date']}, {info['platform']}, torch {info['torch']}, {args.steps} Adam steps on z1 per image, "
-          f"{len(files)} Kodak images (every third). See the script's docstring.", "",
-          "| model | posterior-mean PSNR dB | free-latent PSNR dB | headroom dB |", "|---|---:|---:|---:|"]
+    md = [
+        "# Decoder capacity: PSNR of each synthesis transform with free latents (no rate)",
+        "",
+        f"{info['date']}, {info['platform']}, torch {info['torch']}, {args.steps} Adam steps on z1 per image, "
+        f"{len(files)} Kodak images (every third). See the script's docstring.",
+        "",
+        "| model | posterior-mean PSNR dB | free-latent PSNR dB | headroom dB |",
+        "|---|---:|---:|---:|",
+    ]
     for name in args.models:
         r = [x for x in rows if x["model"] == name]
         a = sum(x["posterior_mean_psnr"] for x in r) / len(r)
         b = sum(x["free_latent_psnr"] for x in r) / len(r)
         md.append(f"| {name} | {a:.2f} | {b:.2f} | {b - a:+.2f} |")
     md += ["", "| model | image | posterior mean | free latents |", "|---|---|---:|---:|"]
-    md += [f"| {x['model']} | {x['image']} | {x['posterior_mean_psnr']:.2f} | {x['free_latent_psnr']:.2f} |"
-           for x in rows]
+    md += [
+        f"| {x['model']} | {x['image']} | {x['posterior_mean_psnr']:.2f} | {x['free_latent_psnr']:.2f} |" for x in rows
+    ]
     (RESULTS / "decoder_capacity.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return 0

@@ -57,15 +57,18 @@ def measure(configs: list[str], images: list[str], out: Path, models: list[str] 
                 print(json.dumps(row), flush=True)
 
 
-DEFAULT_NOTE = ("the shipped pln-q1..q4 at the time of each row (rows of 2026-11-26: the models as shipped at "
-                "commit 9e4e29e; pln-q4 had the same rate as pln-q3, which makes a non-monotone curve)")
+DEFAULT_NOTE = (
+    "the shipped pln-q1..q4 at the time of each row (rows of 2026-11-26: the models as shipped at "
+    "commit 9e4e29e; pln-q4 had the same rate as pln-q3, which makes a non-monotone curve)"
+)
 
 
 MACHINE_NOTE = "2 cores shared with two background training runs (encode seconds are contended, 1 thread)"
 
 
-def summarize(jsonl: Path, md: Path, curve_models: list[str], note: str = DEFAULT_NOTE,
-              machine_note: str = MACHINE_NOTE) -> str:
+def summarize(
+    jsonl: Path, md: Path, curve_models: list[str], note: str = DEFAULT_NOTE, machine_note: str = MACHINE_NOTE
+) -> str:
     rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
     by: dict[str, dict[str, dict]] = {}
     for r in rows:
@@ -121,8 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                                                      "24,16,64,24", "20,14,64,20"])  # fmt: skip
     ap.add_argument("--images", nargs="*", default=["01", "03", "05", "08", "13", "17", "20", "23"])
     ap.add_argument("--models", nargs="*", default=MODELS)
-    ap.add_argument("--curve-models", nargs="*", default=None, help="models on the BD-rate curve (default: "
-                    "the first three of --models)")
+    ap.add_argument(
+        "--curve-models",
+        nargs="*",
+        default=None,
+        help="models on the BD-rate curve (default: the first three of --models)",
+    )
     ap.add_argument("--note", default=DEFAULT_NOTE, help="which models the rows were measured with")
     ap.add_argument("--machine-note", default=MACHINE_NOTE, help="what else ran on the machine (threads, load)")
     ap.add_argument("--out", default=str(RESULTS / "pfr_params.jsonl"))

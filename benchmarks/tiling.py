@@ -88,12 +88,19 @@ def run_memory(args) -> None:
             dec_s, dec_rss, _ = _timed([*py, "decompress", str(rbb), "-o", str(png)])
             with Image.open(png) as im:
                 assert im.size == (w, h)
-            rows.append({
-                "megapixels": w * h / 1e6, "width": w, "height": h,
-                "encode_s": round(enc_s, 1), "encode_peak_rss_mib": round(enc_rss / 2**20),
-                "decode_s": round(dec_s, 1), "decode_peak_rss_mib": round(dec_rss / 2**20),
-                "bytes": rbb.stat().st_size, "cli": enc_out.strip().split("  ", 1)[-1],
-            })
+            rows.append(
+                {
+                    "megapixels": w * h / 1e6,
+                    "width": w,
+                    "height": h,
+                    "encode_s": round(enc_s, 1),
+                    "encode_peak_rss_mib": round(enc_rss / 2**20),
+                    "decode_s": round(dec_s, 1),
+                    "decode_peak_rss_mib": round(dec_rss / 2**20),
+                    "bytes": rbb.stat().st_size,
+                    "cli": enc_out.strip().split("  ", 1)[-1],
+                }
+            )
             print(rows[-1], flush=True)
             _write_memory(out_json, rows, info, args)
             for f in (img, rbb, png):
@@ -107,8 +114,14 @@ def run_merge(args) -> None:
         d = json.loads(Path(f).read_text())
         info = info or d["machine"]
         for r in d["rows"]:
-            rows.append({**r, "torch_threads": d["machine"]["torch_threads"], "command": d["command"],
-                         "date": d["machine"]["date"]})
+            rows.append(
+                {
+                    **r,
+                    "torch_threads": d["machine"]["torch_threads"],
+                    "command": d["command"],
+                    "date": d["machine"]["date"],
+                }
+            )
     rows.sort(key=lambda r: r["megapixels"])
     out_json = RESULTS / f"{args.stem}.json"
     args.sizes = [r["megapixels"] for r in rows]
@@ -163,15 +176,21 @@ def run_quality(args) -> None:
             bu_a = whole.tiler.bottom_up(rgb, whole.device)
             bu_b = tiled.tiler.bottom_up(rgb, tiled.device)
         dec_cross = tiled.decompress(a.data)  # the untiled stream decoded tiled
-        rows.append({
-            "image": Path(f).stem, "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
-            "bpp_untiled": a.bpp, "bpp_tiled": b.bpp, "psnr_untiled": a.psnr, "psnr_tiled": b.psnr,
-            "same_bytes": a.data == b.data,
-            "max_abs_latent_mean": float((bu_a.mean - bu_b.mean).abs().max()),
-            "max_abs_latent_std": float((bu_a.std - bu_b.std).abs().max()),
-            "pixels_differing_cross_decode": int((dec_cross != a.reconstruction).any(-1).sum()),
-            "max_abs_pixel_cross_decode": int(np.abs(dec_cross.astype(int) - a.reconstruction).max()),
-        })
+        rows.append(
+            {
+                "image": Path(f).stem,
+                "size": f"{rgb.shape[1]}x{rgb.shape[0]}",
+                "bpp_untiled": a.bpp,
+                "bpp_tiled": b.bpp,
+                "psnr_untiled": a.psnr,
+                "psnr_tiled": b.psnr,
+                "same_bytes": a.data == b.data,
+                "max_abs_latent_mean": float((bu_a.mean - bu_b.mean).abs().max()),
+                "max_abs_latent_std": float((bu_a.std - bu_b.std).abs().max()),
+                "pixels_differing_cross_decode": int((dec_cross != a.reconstruction).any(-1).sum()),
+                "max_abs_pixel_cross_decode": int(np.abs(dec_cross.astype(int) - a.reconstruction).max()),
+            }
+        )
         print(rows[-1], flush=True)
     info = machine_info()
     cmd = f"python benchmarks/tiling.py quality --kodak {args.kodak} --tile-pixels {args.tile_pixels}"
@@ -225,9 +244,11 @@ def run_crop(args) -> None:
     diff = np.clip(np.abs(ca.astype(int) - cb.astype(int)) * 64, 0, 255).astype(np.uint8)
     row = np.concatenate([ca, np.full((96, 4, 3), 255, np.uint8), cb, np.full((96, 4, 3), 255, np.uint8), diff], 1)
     Image.fromarray(row).resize((row.shape[1] * 4, row.shape[0] * 4), Image.NEAREST).save(args.out)
-    print(f"boundary at x=y={edge}; crop [{y0}:{y0 + 96}, {x0}:{x0 + 96}]; untiled | tiled | |diff|x64; "
-          f"max diff {int(np.abs(a.astype(int) - b).max())}, differing pixels {int((a != b).any(-1).sum())}, "
-          f"bpp {len(data) * 8 / (rgb.shape[0] * rgb.shape[1]):.3f} -> {args.out}")
+    print(
+        f"boundary at x=y={edge}; crop [{y0}:{y0 + 96}, {x0}:{x0 + 96}]; untiled | tiled | |diff|x64; "
+        f"max diff {int(np.abs(a.astype(int) - b).max())}, differing pixels {int((a != b).any(-1).sum())}, "
+        f"bpp {len(data) * 8 / (rgb.shape[0] * rgb.shape[1]):.3f} -> {args.out}"
+    )
 
 
 def main() -> None:

@@ -35,16 +35,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decompress", action="store_true", help="decode .rbb bitstreams to PNG instead")
     p.add_argument("--manifest", default=None, help="manifest URL (default <dst>/_manifest.parquet)")
     # Same names as `raybb bucket compress`; --num-workers/--use-gpu still work (deprecated).
-    p.add_argument("--workers", "--num-workers", dest="workers", type=int, default=None, action=_Deprecated,
-                   help="actors (default: one per GPU or CPU)")
-    p.add_argument("--gpu", "--use-gpu", dest="gpu", choices=["auto", "yes", "no"], default="auto",
-                   action=_Deprecated, help="'yes' on autoscaling clusters whose GPU workers start at 0")
+    p.add_argument(
+        "--workers",
+        "--num-workers",
+        dest="workers",
+        type=int,
+        default=None,
+        action=_Deprecated,
+        help="actors (default: one per GPU or CPU)",
+    )
+    p.add_argument(
+        "--gpu",
+        "--use-gpu",
+        dest="gpu",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        action=_Deprecated,
+        help="'yes' on autoscaling clusters whose GPU workers start at 0",
+    )
     p.add_argument("--shard-size", type=int, default=16, help="images per shard")
     p.add_argument("--verify", action="store_true", help="decode each bitstream before marking it ok")
     p.add_argument("--model", default=None)
     p.add_argument("--sampler", default=None)
-    p.add_argument("--effort", type=int, default=0, choices=list(EFFORTS),
-                   help="encoder effort: 0 = fastest; higher refines each image's posterior (slower, fewer bits)")
+    p.add_argument(
+        "--effort",
+        type=int,
+        default=0,
+        choices=list(EFFORTS),
+        help="encoder effort: 0 = fastest; higher refines each image's posterior (slower, fewer bits)",
+    )
     p.add_argument("--no-resume", action="store_true", help="do not skip images finished by earlier runs")
     p.add_argument("--overwrite", action="store_true", help="recompress outputs that exist without a row")
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
@@ -62,16 +81,31 @@ def main(argv: list[str] | None = None) -> int:
         def progress(ev):  # noqa: ANN001 - JobProgress
             nonlocal bar
             if bar is None:
-                bar = tqdm(total=ev.total, unit="img", desc="decompress" if a.decompress else "compress",
-                           file=sys.stderr, mininterval=1.0)
+                bar = tqdm(
+                    total=ev.total,
+                    unit="img",
+                    desc="decompress" if a.decompress else "compress",
+                    file=sys.stderr,
+                    mininterval=1.0,
+                )
             bar.n = ev.done
             bar.set_postfix(ok=ev.ok, err=ev.errors, skip=ev.skipped, workers=ev.workers, refresh=False)
             bar.refresh()
 
     use_gpu = {"auto": "auto", "yes": True, "no": False}[a.gpu]
-    common = dict(manifest=a.manifest, num_workers=a.workers, use_gpu=use_gpu, shard_size=a.shard_size,
-                  model=a.model, sampler=a.sampler, resume=not a.no_resume, overwrite=a.overwrite,
-                  progress=progress, ray_address=a.address, allow_empty=a.allow_empty)
+    common = dict(
+        manifest=a.manifest,
+        num_workers=a.workers,
+        use_gpu=use_gpu,
+        shard_size=a.shard_size,
+        model=a.model,
+        sampler=a.sampler,
+        resume=not a.no_resume,
+        overwrite=a.overwrite,
+        progress=progress,
+        ray_address=a.address,
+        allow_empty=a.allow_empty,
+    )
     from raybb.cli import exit_code_for
     from raybb.errors import RaybbError
 

@@ -172,9 +172,7 @@ def _check_device(device: str | None) -> str | None:
     return device
 
 
-DeviceOpt = Annotated[
-    str | None, typer.Option("--device", help="torch device (default: cpu).", callback=_check_device)
-]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cpu).", callback=_check_device)]
 
 
 def _check_effort(effort: int) -> int:
@@ -500,7 +498,11 @@ def train(
 
         try:
             train_to_directory(
-                cfg, out_dir, resume=resume, init_weights=str(init_weights) if init_weights else None, on_log=on_log,
+                cfg,
+                out_dir,
+                resume=resume,
+                init_weights=str(init_weights) if init_weights else None,
+                on_log=on_log,
                 device=device,
             )
         except (ValueError, FileNotFoundError) as e:

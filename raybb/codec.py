@@ -49,8 +49,17 @@ from raybb.model.weights import LoadedModel, load_weights
 from raybb.refine import METRICS, REFINE_MAX_PIXELS, EffortLevel, Refiner, RefineStats, effort_level
 from raybb.tiling import Tiler, tile_pixels_for, to_uint8
 
-__all__ = ["Codec", "CompressResult", "load_codec", "PIPELINES", "DEFAULT_PIPELINE", "PFR_DEFAULT", "PFR_MAX",
-           "PFR_EXACT", "parse_pipeline"]
+__all__ = [
+    "Codec",
+    "CompressResult",
+    "load_codec",
+    "PIPELINES",
+    "DEFAULT_PIPELINE",
+    "PFR_DEFAULT",
+    "PFR_MAX",
+    "PFR_EXACT",
+    "parse_pipeline",
+]
 
 #: A sampler for one level: registry name and integer parameters (None = the sampler's defaults).
 SamplerSpec = tuple[str, tuple[int, ...] | None]
@@ -354,8 +363,9 @@ class Codec:
         return (1, c.G, hp // 64, wp // 64), (1, c.M, hp // 16, wp // 16)
 
     # -- encode ---------------------------------------------------------------------------
-    def _encode(self, image, seed: int | None, refine: EffortLevel | None = None, metric: str = "mse",
-                lam_scale: float = 1.0) -> _Encoded:
+    def _encode(
+        self, image, seed: int | None, refine: EffortLevel | None = None, metric: str = "mse", lam_scale: float = 1.0
+    ) -> _Encoded:
         """Image -> bitstream, keeping what the statistics need (the caller holds no_grad/float32).
 
         ``refine`` (an effort level's schedule) refines the posteriors for this image before each
@@ -455,9 +465,17 @@ class Codec:
     @_oom_as(EncodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
-    def compress_with_stats(self, image, *, seed: int | None = None, theoretical: bool = False,
-                            effort: int | EffortLevel | None = None, metric: str | None = None,
-                            target_bpp: float | None = None, target_psnr: float | None = None) -> CompressResult:
+    def compress_with_stats(
+        self,
+        image,
+        *,
+        seed: int | None = None,
+        theoretical: bool = False,
+        effort: int | EffortLevel | None = None,
+        metric: str | None = None,
+        target_bpp: float | None = None,
+        target_psnr: float | None = None,
+    ) -> CompressResult:
         """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality).
 
         ``effort`` (None = the codec's), ``metric``, ``target_bpp`` and ``target_psnr``: see
@@ -507,9 +525,16 @@ class Codec:
     @_oom_as(EncodeOutOfMemory)
     @torch.no_grad()
     @_in_float32
-    def compress(self, image, *, seed: int | None = None, effort: int | EffortLevel | None = None,
-                 metric: str | None = None, target_bpp: float | None = None,
-                 target_psnr: float | None = None) -> bytes:
+    def compress(
+        self,
+        image,
+        *,
+        seed: int | None = None,
+        effort: int | EffortLevel | None = None,
+        metric: str | None = None,
+        target_bpp: float | None = None,
+        target_psnr: float | None = None,
+    ) -> bytes:
         """The bitstream only: skips the reconstruction and quality metrics of :meth:`compress_with_stats`
         (a third of the encode time on a Kodak image).
 
@@ -603,6 +628,12 @@ def load_codec(
     loaded = load_weights(path, device=dev)
     name = Path(path).stem
     return Codec(
-        loaded, sampler, device=dev, model_name=name, max_pixels=max_pixels, effort=effort, metric=metric,
+        loaded,
+        sampler,
+        device=dev,
+        model_name=name,
+        max_pixels=max_pixels,
+        effort=effort,
+        metric=metric,
         tile_pixels=tile_pixels,
     )

@@ -112,9 +112,7 @@ class S3Endpoint:
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret)
         self._log = self.data_dir.parent / f"{self.data_dir.name}.log"
         logf = open(self._log, "ab")  # noqa: SIM115 - handed to the child
-        self._proc = subprocess.Popen(
-            args, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        self._proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         logf.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -161,9 +159,7 @@ class S3Endpoint:
 
 
 @contextlib.contextmanager
-def seaweedfs_server(
-    tmpdir: str | os.PathLike, *, key: str = _KEY, secret: str = _SECRET
-) -> Iterator[S3Endpoint]:
+def seaweedfs_server(tmpdir: str | os.PathLike, *, key: str = _KEY, secret: str = _SECRET) -> Iterator[S3Endpoint]:
     """Run a SeaweedFS S3 server on free loopback ports with data under ``tmpdir``.
 
     Buckets are created on first upload (SeaweedFS does this; AWS does not). Bucket names must be

@@ -36,6 +36,13 @@ def test_block_is_built_from_the_files():
 
 def test_readme_links_and_plot_exist():
     readme = (REPO / "README.md").read_text()
-    for rel in ("benchmarks/results/kodak_rd_psnr.png", "docs/results.md", "docs/coding.md", "docs/training.md",
-                "docs/operations.md", "docs/development.md", "tests/data/photos/car.png"):
+    for rel in (
+        "benchmarks/results/kodak_rd_psnr.png",
+        "docs/results.md",
+        "docs/coding.md",
+        "docs/training.md",
+        "docs/operations.md",
+        "docs/development.md",
+        "tests/data/photos/car.png",
+    ):
         assert rel in readme and (REPO / rel).is_file(), rel

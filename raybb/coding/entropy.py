@@ -118,8 +118,9 @@ class Writer:
         if (hi_bits > 0).any():
             sel = hi_bits > 0
             self.uniform(mant[sel] >> _CHUNK, np.left_shift(np.int64(1), hi_bits[sel]))
-        self.uniform(mant & ((1 << _CHUNK) - 1) & (np.left_shift(np.int64(1), lo_bits) - 1),
-                     np.left_shift(np.int64(1), lo_bits))
+        self.uniform(
+            mant & ((1 << _CHUNK) - 1) & (np.left_shift(np.int64(1), lo_bits) - 1), np.left_shift(np.int64(1), lo_bits)
+        )
 
     def finish(self) -> bytes:
         words = np.asarray(self._enc.get_compressed(), dtype="<u4").tobytes()

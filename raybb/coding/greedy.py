@@ -48,7 +48,7 @@ class GreedySampler(IntParams):
 
     sampler_id: ClassVar[int] = 2
     name: ClassVar[str] = "greedy"
-    PARAMS: ClassVar[tuple[str, ...]] = ('shard_bits', 'chunk_dims', 'max_shards')
+    PARAMS: ClassVar[tuple[str, ...]] = ("shard_bits", "chunk_dims", "max_shards")
 
     def __init__(self, shard_bits: int = 6, chunk_dims: int = 16, max_shards: int = 64) -> None:
         self.shard_bits, self.chunk_dims, self.max_shards = int(shard_bits), int(chunk_dims), int(max_shards)
@@ -94,7 +94,7 @@ class GreedySampler(IntParams):
             dims = np.flatnonzero(shards[chunk_of] > step)
             per = max(1, (1 << 22) // (ncand * self.chunk_dims))
             for c0 in range(0, len(chunks), per):
-                cs = chunks[c0:c0 + per]
+                cs = chunks[c0 : c0 + per]
                 lo, hi = cs[0] * self.chunk_dims, min(d, (cs[-1] + 1) * self.chunk_dims)
                 dd = dims[(dims >= lo) & (dims < hi)]
                 dt = torch.as_tensor(dd, device=dev)
@@ -113,8 +113,13 @@ class GreedySampler(IntParams):
         sel = choice[np.arange(choice.shape[1])[None, :] < shards[:, None]]
         w.uints(sel, self.shard_bits)
         payload = w.finish()
-        stats = {"kl_bits": float(kl_np.sum()), "coded_bits": 8 * len(payload), "n_outliers": 0,
-                 "n_blocks": int(n_chunks), "n_shards": int(shards.sum())}
+        stats = {
+            "kl_bits": float(kl_np.sum()),
+            "coded_bits": 8 * len(payload),
+            "n_outliers": 0,
+            "n_blocks": int(n_chunks),
+            "n_shards": int(shards.sum()),
+        }
         return EncodeResult(payload, self.decode(p, key, payload), stats)
 
     def decode(self, p: DiagGaussian, key: StreamKey, payload: bytes) -> torch.Tensor:
@@ -136,7 +141,7 @@ class GreedySampler(IntParams):
         for step in range(width):
             dims = np.flatnonzero(shards[chunk_of] > step)
             dt = torch.as_tensor(dims, device=dev)
-            cnt = (torch.as_tensor(choice[chunk_of[dims], step], device=dev) * self.chunk_dims + jt[dt])
+            cnt = torch.as_tensor(choice[chunk_of[dims], step], device=dev) * self.chunk_dims + jt[dt]
             x = self._cand(k, torch.as_tensor(chunk_of[dims], device=dev), step, cnt.to(torch.int32))
             z[dt] = torch.add(z[dt], torch.mul(x, scale[dt]))
         return prior_sample(p, z)

@@ -54,7 +54,7 @@ class ImportanceSampler(IntParams):
 
     sampler_id: ClassVar[int] = 3
     name: ClassVar[str] = "importance"
-    PARAMS: ClassVar[tuple[str, ...]] = ('budget_bits', 'max_dims', 'outlier_bits')
+    PARAMS: ClassVar[tuple[str, ...]] = ("budget_bits", "max_dims", "outlier_bits")
 
     def __init__(self, budget_bits: int = 8, max_dims: int = 64, outlier_bits: int = 8) -> None:
         self.budget_bits, self.max_dims, self.outlier_bits = int(budget_bits), int(max_dims), int(outlier_bits)
@@ -67,8 +67,9 @@ class ImportanceSampler(IntParams):
 
     @staticmethod
     def _keys(key: StreamKey) -> dict:
-        return {t: rnd.fold_key(key.seed, key.image, key.level, ImportanceSampler.sampler_id * 16 + t)
-                for t in range(4)}
+        return {
+            t: rnd.fold_key(key.seed, key.image, key.level, ImportanceSampler.sampler_id * 16 + t) for t in range(4)
+        }
 
     def encode(self, q: DiagGaussian, p: DiagGaussian, key: StreamKey) -> EncodeResult:
         d = check_pair(q, p)
@@ -91,9 +92,13 @@ class ImportanceSampler(IntParams):
         w.log_bucket(nbits)
         w.uniform(idx, np.left_shift(np.int64(1), nbits))
         payload = w.finish()
-        stats = {"kl_bits": float(kl_np.sum()), "coded_bits": 8 * len(payload),
-                 "n_outliers": int(len(out_pos)), "n_blocks": int(len(sizes)),
-                 "index_bits": int(nbits.sum())}
+        stats = {
+            "kl_bits": float(kl_np.sum()),
+            "coded_bits": 8 * len(payload),
+            "n_outliers": int(len(out_pos)),
+            "n_blocks": int(len(sizes)),
+            "index_bits": int(nbits.sum()),
+        }
         return EncodeResult(payload, self.decode(p, key, payload), stats)
 
     def _choose(self, m, s, inl, sizes, group_of, nbits, keys) -> np.ndarray:
@@ -117,18 +122,24 @@ class ImportanceSampler(IntParams):
             bounds = np.unique(np.r_[0, np.minimum(cut + 1, len(groups))])
             for g0, g1 in zip(bounds[:-1], bounds[1:], strict=False):
                 gs = groups[g0:g1]
-                sel = np.concatenate([np.arange(starts[g], starts[g] + sizes[g]) for g in gs]) \
-                    if len(gs) < 64 else np.flatnonzero(np.isin(group_of, gs))
+                sel = (
+                    np.concatenate([np.arange(starts[g], starts[g] + sizes[g]) for g in gs])
+                    if len(gs) < 64
+                    else np.flatnonzero(np.isin(group_of, gs))
+                )
                 local = np.searchsorted(gs, group_of[sel])
                 dims_t = torch.as_tensor(inl[sel], device=dev)
-                cnt = (torch.arange(ncand, device=dev)[:, None] * G
-                       + torch.as_tensor(jpos[sel], device=dev)[None, :]).to(torch.int32)
+                cnt = (
+                    torch.arange(ncand, device=dev)[:, None] * G + torch.as_tensor(jpos[sel], device=dev)[None, :]
+                ).to(torch.int32)
                 x = rnd.normal(keys[_CAND], torch.as_tensor(group_of[sel], device=dev)[None, :], cnt)
                 lw = a_all[dims_t] * x * x + b_all[dims_t] * x
-                score = torch.zeros(ncand, len(gs), device=dev).index_add_(
-                    1, torch.as_tensor(local, device=dev), lw)
-                u = rnd.uniform(keys[_GUMBEL], torch.as_tensor(gs, device=dev)[None, :],
-                                torch.arange(ncand, device=dev, dtype=torch.int32)[:, None])
+                score = torch.zeros(ncand, len(gs), device=dev).index_add_(1, torch.as_tensor(local, device=dev), lw)
+                u = rnd.uniform(
+                    keys[_GUMBEL],
+                    torch.as_tensor(gs, device=dev)[None, :],
+                    torch.arange(ncand, device=dev, dtype=torch.int32)[:, None],
+                )
                 score += -torch.log(-torch.log(u))
                 idx[gs] = score.argmax(0).cpu().numpy()
         return idx
@@ -153,12 +164,11 @@ class ImportanceSampler(IntParams):
         z = torch.zeros(d, dtype=torch.float32, device=dev)
         if n_out:
             z[torch.as_tensor(out_pos, device=dev)] = OutlierCodec(keys[_ONOISE], keys[_ODITHER]).values(
-                e, words, out_pos, dev)
+                e, words, out_pos, dev
+            )
         if n_groups:
             group_of = np.repeat(np.arange(n_groups), sizes)
             jpos = np.arange(len(inl)) - (np.cumsum(sizes) - sizes)[group_of]
             cnt = torch.as_tensor(idx[group_of] * self.max_dims + jpos, device=dev).to(torch.int32)
-            z[torch.as_tensor(inl, device=dev)] = rnd.normal(
-                keys[_CAND], torch.as_tensor(group_of, device=dev), cnt)
+            z[torch.as_tensor(inl, device=dev)] = rnd.normal(keys[_CAND], torch.as_tensor(group_of, device=dev), cnt)
         return prior_sample(p, z)
-

@@ -102,8 +102,9 @@ class _Layout:
     random signs and a random row offset.  Classes only exist to keep the scoring GEMM small.
     """
 
-    def __init__(self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device,
-                 block0: int = 0) -> None:
+    def __init__(
+        self, inl: np.ndarray, sizes: np.ndarray, log2n: int, width: int, keys: dict, device, block0: int = 0
+    ) -> None:
         """``sizes`` are blocks ``block0, block0 + 1, ...`` of the latent, ``inl`` their dims; block
         indices here are local (0 = ``block0``), the shared randomness is keyed by global ones."""
         self.n_blocks = len(sizes)
@@ -134,9 +135,9 @@ class _Layout:
             bt_all = torch.as_tensor(blocks, device=device)
             step = max(1, (1 << 20) // w)
             for b0 in range(0, len(blocks), step):  # bounded memory
-                bt = bt_all[b0:b0 + step]
+                bt = bt_all[b0 : b0 + step]
                 bits = rnd.raw_bits(keys[_PERM], bt[:, None] + block0, cols[None, :].to(torch.int32))
-                perm[b0:b0 + step] = torch.argsort((bits << 9) | cols[None, :], dim=1)[:, :dmax]
+                perm[b0 : b0 + step] = torch.argsort((bits << 9) | cols[None, :], dim=1)[:, :dmax]
             dims = torch.as_tensor(np.flatnonzero(cls_of_dim == w), device=device)
             local = torch.as_tensor(np.searchsorted(blocks, self.block_of[dims.cpu().numpy()]), device=device)
             self.col[dims] = perm[local, jt[dims]]
@@ -207,15 +208,21 @@ class PFRSampler(IntParams):
 
     sampler_id: ClassVar[int] = 4
     name: ClassVar[str] = "pfr"
-    PARAMS: ClassVar[tuple[str, ...]] = ('budget_bits', 'log2_candidates', 'max_dims', 'outlier_bits', 'channels')
+    PARAMS: ClassVar[tuple[str, ...]] = ("budget_bits", "log2_candidates", "max_dims", "outlier_bits", "channels")
 
     # Defaults (25, 16, 64, 25) since 2026-11-29: blocks of up to 25 bits of KL searched among 2^16
     # candidates, i.e. truncated: 1.043-1.050x KL on five 200k-dim / 200k-bit synthetic latents with
     # a measured bias (mse_ratio 1.15, the seed importance sampler's at 54% of its bits), and -2.8%
     # BD-rate against the codec's default on Kodak (README.md, "targets").  Near-exact samples:
     # (14, 16, 64, 14), the default from 2026-11-26 (1.47x KL).  Old bitstreams carry their params.
-    def __init__(self, budget_bits: int = 25, log2_candidates: int = 16, max_dims: int = 64,
-                 outlier_bits: int = 25, channels: int = 1) -> None:
+    def __init__(
+        self,
+        budget_bits: int = 25,
+        log2_candidates: int = 16,
+        max_dims: int = 64,
+        outlier_bits: int = 25,
+        channels: int = 1,
+    ) -> None:
         self.budget_bits = int(budget_bits)
         self.log2_candidates = int(log2_candidates)
         self.max_dims = int(max_dims)
@@ -333,12 +340,15 @@ class PFRSampler(IntParams):
     def _pool(self, keys: dict, dev) -> torch.Tensor:
         """The shared candidate pool, column-major (W, N): pool_t[c, r] is row r, column c."""
         n, w = 1 << self.log2_candidates, self.pool_width
-        cells = (torch.arange(n, device=dev, dtype=torch.int32)[None, :] * w
-                 + torch.arange(w, device=dev, dtype=torch.int32)[:, None])
+        cells = (
+            torch.arange(n, device=dev, dtype=torch.int32)[None, :] * w
+            + torch.arange(w, device=dev, dtype=torch.int32)[:, None]
+        )
         return rnd.normal(keys[_POOL], torch.tensor(w, device=dev), cells)
 
-    def _search(self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict,
-                pool_t: torch.Tensor | None = None) -> np.ndarray:
+    def _search(
+        self, m: torch.Tensor, s: torch.Tensor, lay: _Layout, keys: dict, pool_t: torch.Tensor | None = None
+    ) -> np.ndarray:
         """Rank of the PFR winner for every block (truncated at N candidates).
 
         Arrival times: each block has its *own* first ``_K0`` arrivals (the ranks where almost all
@@ -355,8 +365,9 @@ class PFRSampler(IntParams):
         k0 = min(_K0, n)
         bo = torch.as_tensor(lay.block_of, device=dev)
         b_all = torch.arange(lay.block0, lay.block0 + nb, device=dev)
-        u0 = rnd.uniform(keys[_ARRIVAL], b_all[None, :],
-                         torch.arange(k0, device=dev, dtype=torch.int32)[:, None]).double()
+        u0 = rnd.uniform(
+            keys[_ARRIVAL], b_all[None, :], torch.arange(k0, device=dev, dtype=torch.int32)[:, None]
+        ).double()
         t_own = torch.cumsum(-torch.log(u0), 0)  # (k0, nb) float64
         inl = torch.as_tensor(lay.inl, device=dev)
         mi, si = m[inl].double(), s[inl].double()
@@ -379,8 +390,8 @@ class PFRSampler(IntParams):
         lw = torch.zeros(nb, k0, device=dev)
         per = max(1, _CHUNK_ELEMS // k0)
         for j0 in range(0, len(lay.inl), per):  # bounded memory
-            x = runs[base[j0:j0 + per]]  # (dims, k0)
-            lw.index_add_(0, bo[j0:j0 + per], a[j0:j0 + per, None] * x * x + b[j0:j0 + per, None] * x)
+            x = runs[base[j0 : j0 + per]]  # (dims, k0)
+            lw.index_add_(0, bo[j0 : j0 + per], a[j0 : j0 + per, None] * x * x + b[j0 : j0 + per, None] * x)
         del runs
         score = torch.log(t_own).to(torch.float32).T - (lw + cb[:, None])
         val, arg = score.min(1)
@@ -389,11 +400,13 @@ class PFRSampler(IntParams):
         best_rank = torch.where(found, arg, 0)
         if n > k0:
             # ranks >= k0: T = T_own[k0-1] + shared increments; one GEMM per column class
-            us = rnd.uniform(keys[_ARRIVAL], torch.tensor(1 << 40, device=dev),
-                             torch.arange(n, device=dev, dtype=torch.int32)).double()
+            us = rnd.uniform(
+                keys[_ARRIVAL], torch.tensor(1 << 40, device=dev), torch.arange(n, device=dev, dtype=torch.int32)
+            ).double()
             inc = torch.cumsum(-torch.log(us), 0)
-            inc = torch.where(torch.arange(n, device=dev) < k0, torch.full_like(inc, float("inf")),
-                              inc - inc[k0 - 1]).to(torch.float32)
+            inc = torch.where(
+                torch.arange(n, device=dev) < k0, torch.full_like(inc, float("inf")), inc - inc[k0 - 1]
+            ).to(torch.float32)
             t_k0 = t_own[k0 - 1].to(torch.float32)
             sq_t = pool_t * pool_t
             inc_lb = torch.where(torch.isinf(inc), torch.zeros_like(inc), inc)  # T lower bounds per rank
@@ -459,7 +472,8 @@ class PFRSampler(IntParams):
                     t = inc[(start[blk] + ci) & nmask] + tk[blk, 0]
                     score = torch.log(t) - sub[bi, ci]
                     vmin = torch.full((nbc,), float("inf"), device=dev).scatter_reduce_(
-                        0, blk, score, "amin", include_self=True)
+                        0, blk, score, "amin", include_self=True
+                    )
                     # first (lowest row) candidate among equal minima, as a dense scan would pick
                     at_min = score == vmin[blk]
                     big = torch.full((nbc,), r1 - r0, dtype=torch.int64, device=dev)
@@ -488,15 +502,17 @@ class PFRSampler(IntParams):
         z = torch.zeros(d, dtype=torch.float32, device=dev)
         if n_out:
             z[torch.as_tensor(out_pos, device=dev)] = OutlierCodec(keys[_ONOISE], keys[_ODITHER]).values(
-                e, words, out_pos, dev)
+                e, words, out_pos, dev
+            )
         nmask = (1 << self.log2_candidates) - 1
         for b0, b1, d0, d1 in _chunks(sizes):  # bounded memory; see _BLOCK_CHUNK
             inl = inliers(out_pos, d0, d1)
             lay = _Layout(inl, sizes[b0:b1], self.log2_candidates, self.pool_width, keys, dev, b0)
             bo = torch.as_tensor(lay.block_of, device=dev)
             row = (torch.as_tensor(ranks[b0:b1], device=dev)[bo] + lay.row_off[bo]) & nmask
-            vals = rnd.normal(keys[_POOL], torch.tensor(lay.width, device=dev),
-                              (row * lay.width + lay.col).to(torch.int32))
+            vals = rnd.normal(
+                keys[_POOL], torch.tensor(lay.width, device=dev), (row * lay.width + lay.col).to(torch.int32)
+            )
             z[torch.as_tensor(inl, device=dev)] = vals * lay.sign
             del lay, bo, row, vals
         if transposed:  # coded position-major: back to channel-major

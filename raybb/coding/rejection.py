@@ -79,9 +79,16 @@ class IndexTable:
         return c / c.sum()
 
     def to_json(self) -> str:
-        return json.dumps({"format": "raybb.rejection_index_table", "version": 1,
-                           "max_index": self.max_index, "alpha": self.alpha,
-                           "counts": [int(c) for c in self.counts], "note": self.note})
+        return json.dumps(
+            {
+                "format": "raybb.rejection_index_table",
+                "version": 1,
+                "max_index": self.max_index,
+                "alpha": self.alpha,
+                "counts": [int(c) for c in self.counts],
+                "note": self.note,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> IndexTable:
@@ -136,8 +143,16 @@ def _accepted_mass(L, a, b, c, m, s):
         return np.clip(np.where(a < 0, s_narrow, s_wide), 0.0, 1.0)
 
 
-def grs_indices(m: torch.Tensor, s: torch.Tensor, k_cand: int, k_acc: int, dims: torch.Tensor,
-                max_index: int, chunk: int = 16, return_level: bool = False):
+def grs_indices(
+    m: torch.Tensor,
+    s: torch.Tensor,
+    k_cand: int,
+    k_acc: int,
+    dims: torch.Tensor,
+    max_index: int,
+    chunk: int = 16,
+    return_level: bool = False,
+):
     """1-based acceptance index per dim (0 = not accepted within ``max_index``), int64.
 
     With ``return_level`` also returns ``L_N`` per dim (the GRS level reached, float64 NumPy),
@@ -194,8 +209,9 @@ def grs_indices(m: torch.Tensor, s: torch.Tensor, k_cand: int, k_acc: int, dims:
     return (res, level) if return_level else res
 
 
-def residual_samples(m: np.ndarray, s: np.ndarray, level: np.ndarray, k: int, dims: np.ndarray,
-                     rounds: int = 256) -> np.ndarray:
+def residual_samples(
+    m: np.ndarray, s: np.ndarray, level: np.ndarray, k: int, dims: np.ndarray, rounds: int = 256
+) -> np.ndarray:
     """Standardized samples from the GRS residual ``max(q' - L p', 0)`` (normalised), by rejection
     from q': accept x ~ q' with probability ``max(0, 1 - L / r(x))``.  Makes the "budget exhausted"
     path exact instead of a fresh q' draw (which would over-weight the centre).  Encoder only;
@@ -251,20 +267,19 @@ class RejectionSampler:
 
     @staticmethod
     def _keys(key: StreamKey) -> dict:
-        return {t: rnd.fold_key(key.seed, key.image, key.level, RejectionSampler.sampler_id * 16 + t)
-                for t in range(5)}
+        return {t: rnd.fold_key(key.seed, key.image, key.level, RejectionSampler.sampler_id * 16 + t) for t in range(5)}
 
     def encode(self, q: DiagGaussian, p: DiagGaussian, key: StreamKey) -> EncodeResult:
         d = check_pair(q, p)
         keys = self._keys(key)
         m, s = standardize(q, p)
         dims = torch.arange(d, device=m.device)
-        k, level = grs_indices(m, s, keys[_CAND], keys[_ACCEPT], dims, 1 << self.budget_bits,
-                               return_level=True)
+        k, level = grs_indices(m, s, keys[_CAND], keys[_ACCEPT], dims, 1 << self.budget_bits, return_level=True)
         k = k.cpu().numpy()
         out_pos = np.flatnonzero(k == 0)
-        v = residual_samples(m.double().cpu().numpy()[out_pos], s.double().cpu().numpy()[out_pos],
-                             level[out_pos], keys[_RESID], out_pos)
+        v = residual_samples(
+            m.double().cpu().numpy()[out_pos], s.double().cpu().numpy()[out_pos], level[out_pos], keys[_RESID], out_pos
+        )
         sym = np.where(k == 0, 1 << self.budget_bits, k - 1)
         w = Writer()
         w.uint(d, 32)
@@ -272,9 +287,13 @@ class RejectionSampler:
         OutlierCodec(keys[_ONOISE], keys[_ODITHER]).encode(w, m, s, out_pos, values=v)
         payload = w.finish()
         kl = kl_bits_std(m, s)
-        stats = {"kl_bits": float(kl.sum()), "coded_bits": 8 * len(payload),
-                 "n_outliers": int(len(out_pos)), "n_blocks": d,
-                 "mean_log2_index": float(np.log2(np.maximum(k, 1)).mean()) if d else 0.0}
+        stats = {
+            "kl_bits": float(kl.sum()),
+            "coded_bits": 8 * len(payload),
+            "n_outliers": int(len(out_pos)),
+            "n_blocks": d,
+            "mean_log2_index": float(np.log2(np.maximum(k, 1)).mean()) if d else 0.0,
+        }
         return EncodeResult(payload, self.decode(p, key, payload), stats)
 
     def decode(self, p: DiagGaussian, key: StreamKey, payload: bytes) -> torch.Tensor:
@@ -293,5 +312,6 @@ class RejectionSampler:
         z = rnd.normal(keys[_CAND], dims, torch.as_tensor(sym + 1, device=dev).to(torch.int32))
         if len(out_pos):
             z[torch.as_tensor(out_pos, device=dev)] = OutlierCodec(keys[_ONOISE], keys[_ODITHER]).values(
-                e, words, out_pos, dev)
+                e, words, out_pos, dev
+            )
         return prior_sample(p, z)

@@ -27,13 +27,17 @@ def _shrink_for(kl_nats: torch.Tensor) -> torch.Tensor:
     return torch.exp(-t)
 
 
-def std_pair(d: int, total_kl_bits: float, seed: int = 0, active: float = 0.35,
-             max_dim_kl_bits: float = 24.0) -> tuple[torch.Tensor, torch.Tensor]:
+def std_pair(
+    d: int, total_kl_bits: float, seed: int = 0, active: float = 0.35, max_dim_kl_bits: float = 24.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Standardized posterior (m, s) (prior N(0, 1)) with the requested total KL in bits."""
     g = torch.Generator().manual_seed(seed)
     is_on = torch.rand(d, generator=g, dtype=torch.float64) < active
-    k = torch.where(is_on, torch.exp(torch.randn(d, generator=g, dtype=torch.float64) * 1.0),
-                    torch.empty(d, dtype=torch.float64).exponential_(1.0, generator=g) * 0.02)
+    k = torch.where(
+        is_on,
+        torch.exp(torch.randn(d, generator=g, dtype=torch.float64) * 1.0),
+        torch.empty(d, dtype=torch.float64).exponential_(1.0, generator=g) * 0.02,
+    )
     k = k * (total_kl_bits / float(k.sum()))
     k = k.clamp(max=max_dim_kl_bits)
     k = k * (total_kl_bits / float(k.sum()))

@@ -56,9 +56,7 @@ def bitstream_key_for(source_key: str) -> str:
 
 def png_key_for(bitstream_key: str) -> str:
     """``photos/a.jpg.rbb`` -> ``photos/a.jpg.png``; ``photos/a.png.rbb`` -> ``photos/a.png``."""
-    base = (
-        bitstream_key[: -len(BITSTREAM_SUFFIX)] if bitstream_key.endswith(BITSTREAM_SUFFIX) else bitstream_key
-    )
+    base = bitstream_key[: -len(BITSTREAM_SUFFIX)] if bitstream_key.endswith(BITSTREAM_SUFFIX) else bitstream_key
     return base if base.lower().endswith(".png") else base + ".png"
 
 
@@ -248,9 +246,7 @@ class CompressorActor:
         return row
 
     # -- decompress ----------------------------------------------------------------------------
-    def decompress_shard(
-        self, shard: Shard, attempt: int = 1, overwrite: bool = False
-    ) -> list[DecompressRow]:
+    def decompress_shard(self, shard: Shard, attempt: int = 1, overwrite: bool = False) -> list[DecompressRow]:
         """Decode every bitstream of ``shard`` to a PNG under the destination; one row per key."""
         return [self._decompress_one(key, attempt, overwrite) for key in shard.keys]
 

@@ -102,8 +102,10 @@ def test_unusable_device_is_a_usage_error(images, tmp_path):
 
     bad = ["nonsense"] + ([] if torch.cuda.is_available() else ["cuda"])
     for device in bad:
-        for cmd in (["compress", str(images), "-o", str(tmp_path / "o"), "--model", str(TINY)],
-                    ["train", "--out", str(tmp_path / "run"), "--steps", "1"]):
+        for cmd in (
+            ["compress", str(images), "-o", str(tmp_path / "o"), "--model", str(TINY)],
+            ["train", "--out", str(tmp_path / "run"), "--steps", "1"],
+        ):
             r = runner.invoke(app, [*cmd, "--device", device])
             assert r.exit_code == EXIT_USAGE, (cmd[0], device, r.output)
             assert "--device" in r.output

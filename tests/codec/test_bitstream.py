@@ -45,15 +45,7 @@ def test_layout_is_pinned():
     """The header layout is the format: changing it must be a deliberate version bump."""
     data = pack(sample_container())
     expected = (
-        "89524242"
-        + "01"
-        + "00"
-        + "0001020304050607"
-        + "00030000"
-        + "00020000"
-        + "00"
-        + "15cd5b0700000000"
-        + "02"
+        "89524242" + "01" + "00" + "0001020304050607" + "00030000" + "00020000" + "00" + "15cd5b0700000000" + "02"
     )
     assert data[:32].hex() == expected
     magic, version, flags, fp, w, h, mode, seed, n = struct.unpack_from("<4sBB8sIIBQB", data)

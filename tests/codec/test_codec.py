@@ -133,9 +133,7 @@ def test_inconsistent_containers_raise_typed(tiny_codec, photo):
         _repack(data, lambda c: replace(c, sections=tuple(replace(s, payload=b"") for s in c.sections))),
         _repack(
             data,
-            lambda c: replace(
-                c, sections=tuple(replace(s, params=(2**32 - 1,) * len(s.params)) for s in c.sections)
-            ),
+            lambda c: replace(c, sections=tuple(replace(s, params=(2**32 - 1,) * len(s.params)) for s in c.sections)),
         ),
     ]
     for b in bad:
@@ -197,8 +195,13 @@ def test_pipelines():
 # both in channel-major order: files written before the default changed must keep decoding to the
 # same pixels (and the old pipelines must keep producing the same bytes). golden_pfr_max pins the
 # 25-bit-budget, 2^16-candidate search of `pfr-max` (the library default PFRSampler()).
-GOLDEN = [("golden_pfr", "pfr", 11), ("golden_pfr_v1", "pfr-v1", 11), ("golden_pfr_v0", "pfr-v0", 11),
-          ("golden_isgs", "is-gs", 12), ("golden_pfr_max", "pfr-max", 11)]
+GOLDEN = [
+    ("golden_pfr", "pfr", 11),
+    ("golden_pfr_v1", "pfr-v1", 11),
+    ("golden_pfr_v0", "pfr-v0", 11),
+    ("golden_isgs", "is-gs", 12),
+    ("golden_pfr_max", "pfr-max", 11),
+]
 
 
 @pytest.mark.parametrize("name,sampler,seed", GOLDEN)

@@ -98,8 +98,10 @@ def test_pfr_block_chunks_do_not_change_the_bytes(monkeypatch):
     d = 8 * 3000
     p = DiagGaussian(torch.zeros(d), torch.ones(d))
     act = torch.from_numpy(rng.random(d) < 0.2)
-    q = DiagGaussian((torch.randn(d, generator=torch.Generator().manual_seed(1)) * 2.0 * act).float(),
-                     torch.where(act, torch.full((d,), 0.3), torch.ones(d)).float())
+    q = DiagGaussian(
+        (torch.randn(d, generator=torch.Generator().manual_seed(1)) * 2.0 * act).float(),
+        torch.where(act, torch.full((d,), 0.3), torch.ones(d)).float(),
+    )
     smp = pfr.PFRSampler(14, 10, 64, 14, 8)
     key = StreamKey(11, 0, 1)
     ref = smp.encode(q, p, key)
@@ -153,8 +155,19 @@ def test_crafted_10000x10000_refused_above_max_pixels(tiny_weights, tmp_path):
         codec.decompress(data)
     f = tmp_path / "big.rbb"
     f.write_bytes(data)
-    r = runner.invoke(app, ["decompress", str(f), "-o", str(tmp_path / "big.png"), "--model", str(tiny_weights),
-                            "--max-pixels", "99999999"])
+    r = runner.invoke(
+        app,
+        [
+            "decompress",
+            str(f),
+            "-o",
+            str(tmp_path / "big.png"),
+            "--model",
+            str(tiny_weights),
+            "--max-pixels",
+            "99999999",
+        ],
+    )
     assert r.exit_code == 3 and "above the limit" in r.output and not (tmp_path / "big.png").exists()
 
 
@@ -163,17 +176,53 @@ def test_max_pixels_on_the_encoder_cli(tiny_weights, tmp_path, odd_image):
 
     src = tmp_path / "a.png"
     Image.fromarray(odd_image).save(src)
-    r = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "a.rbb"), "--model", str(tiny_weights),
-                            "--max-pixels", "1000"])
+    r = runner.invoke(
+        app, ["compress", str(src), "-o", str(tmp_path / "a.rbb"), "--model", str(tiny_weights), "--max-pixels", "1000"]
+    )
     assert r.exit_code == 4 and "above the limit" in r.output
-    r = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "a.rbb"), "--model", str(tiny_weights),
-                            "--max-pixels", str(DEFAULT_MAX_PIXELS), "--tile-pixels", str(MIN_TILE_PIXELS)])
+    r = runner.invoke(
+        app,
+        [
+            "compress",
+            str(src),
+            "-o",
+            str(tmp_path / "a.rbb"),
+            "--model",
+            str(tiny_weights),
+            "--max-pixels",
+            str(DEFAULT_MAX_PIXELS),
+            "--tile-pixels",
+            str(MIN_TILE_PIXELS),
+        ],
+    )
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["decompress", str(tmp_path / "a.rbb"), "-o", str(tmp_path / "a.png"),
-                            "--model", str(tiny_weights), "--max-pixels", "1000"])
+    r = runner.invoke(
+        app,
+        [
+            "decompress",
+            str(tmp_path / "a.rbb"),
+            "-o",
+            str(tmp_path / "a.png"),
+            "--model",
+            str(tiny_weights),
+            "--max-pixels",
+            "1000",
+        ],
+    )
     assert r.exit_code == 3
-    r = runner.invoke(app, ["decompress", str(tmp_path / "a.rbb"), "-o", str(tmp_path / "b.png"),
-                            "--model", str(tiny_weights), "--tile-pixels", str(MIN_TILE_PIXELS)])
+    r = runner.invoke(
+        app,
+        [
+            "decompress",
+            str(tmp_path / "a.rbb"),
+            "-o",
+            str(tmp_path / "b.png"),
+            "--model",
+            str(tiny_weights),
+            "--tile-pixels",
+            str(MIN_TILE_PIXELS),
+        ],
+    )
     assert r.exit_code == 0 and (tmp_path / "b.png").exists()
 
 
@@ -221,7 +270,12 @@ def test_crafted_10000x10000_under_a_memory_cap_exits_3(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     from raybb.registry import resolve_model
 
-    r = subprocess.run([sys.executable, "-c", _CAPPED, str(f), str(tmp_path / "big.png"), str(resolve_model(None))],
-                       capture_output=True, text=True, timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, "-c", _CAPPED, str(f), str(tmp_path / "big.png"), str(resolve_model(None))],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert r.returncode == 3, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and "out of memory" in (r.stdout + r.stderr)

@@ -43,8 +43,7 @@ def test_pfr_is_exact_one_block_per_payload():
     # one 4-dim block (KL ~ 3.4 bits), 2**10 candidates: truncation is negligible.
     q, p = _tiled(1)
     smp = PFRSampler(budget_bits=24, log2_candidates=10, max_dims=4, outlier_bits=24)
-    eps = np.concatenate([_standardized_noise(smp.encode(q, p, StreamKey(seed)).sample, q)
-                          for seed in range(400)])
+    eps = np.concatenate([_standardized_noise(smp.encode(q, p, StreamKey(seed)).sample, q) for seed in range(400)])
     _check_normal(eps)
 
 
@@ -64,7 +63,8 @@ def test_pfr_pooled_blocks_have_exact_marginals():
     for seed in range(3):
         q, p = _jittered(400, seed)
         enc = PFRSampler(budget_bits=24, log2_candidates=11, max_dims=4, outlier_bits=24).encode(
-            q, p, StreamKey(100 + seed))
+            q, p, StreamKey(100 + seed)
+        )
         assert enc.stats["n_blocks"] == 400
         eps.append(_standardized_noise(enc.sample, q))
     eps = np.concatenate(eps)

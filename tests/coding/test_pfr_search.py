@@ -42,8 +42,10 @@ def _dense_scores(smp: pfr_mod.PFRSampler, m, s, lay, keys) -> torch.Tensor:
     return torch.log(t) - lw
 
 
-@pytest.mark.parametrize("params,chunk", [((12, 10, 64, 12), 1 << 22), ((12, 10, 64, 12), 1 << 12),
-                                          ((20, 12, 64, 20), 1 << 13), ((8, 11, 16, 8), 1 << 12)])
+@pytest.mark.parametrize(
+    "params,chunk",
+    [((12, 10, 64, 12), 1 << 22), ((12, 10, 64, 12), 1 << 12), ((20, 12, 64, 20), 1 << 13), ((8, 11, 16, 8), 1 << 12)],
+)
 def test_pruned_search_finds_the_argmin_of_every_block(monkeypatch, params, chunk):
     # a small chunk size forces many chunks per block, rank windows that wrap around the pool
     # and blocks whose best is found late

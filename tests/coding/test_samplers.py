@@ -63,13 +63,25 @@ def test_registry():
         get_sampler("nope")
 
 
-@pytest.mark.parametrize("name,bad", [
-    ("pfr", (0, 10, 16, 8)), ("pfr", (33, 10, 16, 8)), ("pfr", (12, 23, 16, 8)), ("pfr", (12, 14, 999, 8)),
-    ("pfr", (12, 14)),
-    ("pfr", (12, 14, 32, 2**40)), ("rejection", (13, 0)), ("rejection", (8, 1)),
-    ("rejection", (8,)), ("greedy", (0, 16, 64)), ("greedy", (6, 10**9, 64)),
-    ("importance", (8, 64, 9)), ("importance", (99, 64, 8)), ("importance", ("8", 64, 8)),
-])
+@pytest.mark.parametrize(
+    "name,bad",
+    [
+        ("pfr", (0, 10, 16, 8)),
+        ("pfr", (33, 10, 16, 8)),
+        ("pfr", (12, 23, 16, 8)),
+        ("pfr", (12, 14, 999, 8)),
+        ("pfr", (12, 14)),
+        ("pfr", (12, 14, 32, 2**40)),
+        ("rejection", (13, 0)),
+        ("rejection", (8, 1)),
+        ("rejection", (8,)),
+        ("greedy", (0, 16, 64)),
+        ("greedy", (6, 10**9, 64)),
+        ("importance", (8, 64, 9)),
+        ("importance", (99, 64, 8)),
+        ("importance", ("8", 64, 8)),
+    ],
+)
 def test_from_params_rejects_nonsense(name, bad):
     with pytest.raises(CorruptPayload):
         get_sampler(name, bad)
@@ -138,12 +150,15 @@ def test_pfr_default_beats_previous_defaults_and_old_params_still_decode():
     < (14, 16, 64, 14) (near-exact, 2026-11-26) < (12, 14, 64, 12); payloads made with old params
     (written in old containers) still decode bit-exactly."""
     q, p = make_pair(12000, 12000, seed=21)
-    bits = [get_sampler("pfr", prm).encode(q, p, StreamKey(4)).stats["coded_bits"]
-            for prm in (None, (14, 16, 64, 14), (12, 14, 64, 12))]
+    bits = [
+        get_sampler("pfr", prm).encode(q, p, StreamKey(4)).stats["coded_bits"]
+        for prm in (None, (14, 16, 64, 14), (12, 14, 64, 12))
+    ]
     assert bits[0] < bits[1] < bits[2]
     old = get_sampler("pfr", (12, 14, 64, 12)).encode(q, p, StreamKey(4))
-    assert torch.equal(get_sampler(PFRSampler.sampler_id, (12, 14, 64, 12)).decode(p, StreamKey(4), old.payload),
-                       old.sample)
+    assert torch.equal(
+        get_sampler(PFRSampler.sampler_id, (12, 14, 64, 12)).decode(p, StreamKey(4), old.payload), old.sample
+    )
 
 
 def _structured_latent(channels: int, positions: int, seed: int, *, active_channels: int | None = None):

@@ -59,8 +59,15 @@ def test_by_estimated_pixels():
     assert estimate_pixels(10**6, 0.5, 10**9) == 16_000_000
     assert estimate_pixels(10**9, 0.5, 100_000_000) == 100_000_000
     sizes = [10**6, 10**6, 10**6, 10**8, 10**5]
-    shards = list(plan_shards(_objs(sizes), max_images=100, max_bytes=10**12, max_pixels=40_000_000,
-                              pixels_of=lambda o: estimate_pixels(o.size, 0.5, 100_000_000)))
+    shards = list(
+        plan_shards(
+            _objs(sizes),
+            max_images=100,
+            max_bytes=10**12,
+            max_pixels=40_000_000,
+            pixels_of=lambda o: estimate_pixels(o.size, 0.5, 100_000_000),
+        )
+    )
     assert [len(s) for s in shards] == [2, 1, 1, 1]  # 16+16 MP; 16; 100 (alone); 1.6
     assert [s.pixels for s in shards] == [32_000_000, 16_000_000, 100_000_000, 1_600_000]
     with pytest.raises(ValueError):

@@ -12,6 +12,7 @@ from raybb.train.loop import TrainConfig
 
 torch.set_num_threads(1)
 
+
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory: pytest.TempPathFactory, test_photos: list[Path]) -> Path:
     """The four committed 192x176 test photos (CID22 crops; never Kodak) in a private folder."""
