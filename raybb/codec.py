@@ -42,6 +42,7 @@ from raybb.errors import (
     WeightsError,
 )
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
+from raybb.levels import sampler_for_section
 from raybb.model.arch import DEFAULT_ARCH
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
@@ -586,12 +587,7 @@ class Codec:
         return self.tiler.synthesize_uint8(z1, c.height, c.width)
 
     def _sampler_for(self, s: bitstream.Section) -> CodedSampler:
-        try:
-            return get_sampler(s.sampler_id, tuple(s.params))
-        except CorruptPayload:
-            raise
-        except (KeyError, ValueError, TypeError) as e:
-            raise CorruptPayload(f"level {s.level}: unknown sampler id {s.sampler_id} or bad parameters: {e}") from e
+        return sampler_for_section(s)
 
     def decompress_to_png(self, data: bytes) -> bytes:
         buf = io.BytesIO()

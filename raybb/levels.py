@@ -117,7 +117,8 @@ def encode_levels(
     return EncodedLevels(tuple(sections), codes, feats, cond)
 
 
-def _sampler_for(s: bitstream.Section) -> CodedSampler:
+def sampler_for_section(s: bitstream.Section) -> CodedSampler:
+    """The sampler a section names, with its parameters; a bad id or parameters is CorruptPayload."""
     try:
         return get_sampler(s.sampler_id, tuple(s.params))
     except CorruptPayload:
@@ -156,7 +157,7 @@ def decode_levels(
         shape = spec.shape(height, width)
         if s.num_dims != math.prod(shape):
             raise CorruptPayload(f"level {s.level} has {s.num_dims} dims; {math.prod(shape)} expected for this size")
-        sampler = _sampler_for(s)
+        sampler = sampler_for_section(s)
         p = model.prior(i, decoded, cond, shape)
         decoded.append(sampler.decode(_flat(p), StreamKey(seed, 0, spec.level), s.payload).reshape(shape))
     return decoded

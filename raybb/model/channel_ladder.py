@@ -32,7 +32,6 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from raybb.model.distributions import STD_FLOOR, Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
@@ -130,20 +129,12 @@ class ChannelLadderConfig:
         return int(round(min(max(t, 0.0), 1.0) * (self.rate_levels - 1)))
 
 
-class GaussianLikelihood(nn.Module):
-    """-log N(x | x̂, γ²) per subpixel, x in [0,1]: an MSE loss (what PSNR judges). Same interface
-    as ``LaplaceLikelihood``: γ fixed at ``gamma_floor`` or learned above it."""
+class GaussianLikelihood(LaplaceLikelihood):
+    """-log N(x | x̂, γ²) per subpixel, x in [0,1]: an MSE loss (what PSNR judges). The same γ as
+    ``LaplaceLikelihood`` (fixed at ``gamma_floor`` or learned above it); only the density differs."""
 
     def __init__(self, channels: int = 3, learn_scale: bool = False, gamma_floor: float = 1.0 / 255.0):
-        super().__init__()
-        self.learn_scale = learn_scale
-        self.gamma_floor = gamma_floor
-        self.raw_gamma = nn.Parameter(torch.full((channels,), math.log(math.expm1(0.05))), requires_grad=learn_scale)
-
-    def gamma(self) -> torch.Tensor:
-        if not self.learn_scale:
-            return torch.full_like(self.raw_gamma, self.gamma_floor)
-        return self.gamma_floor + F.softplus(self.raw_gamma)
+        super().__init__(channels, learn_scale=learn_scale, gamma_floor=gamma_floor)
 
     def nll(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         g = self.gamma().view(1, -1, 1, 1)
