@@ -726,8 +726,8 @@ def compress_bucket(
     are never logged or stored. ``codec_factory``: ``"module:function"`` building the codec
     (default ``raybb.codec:load_codec``). ``allow_empty``: a source that does not exist or lists no
     image is a :class:`~raybb.errors.StorageError` (almost always a typo) unless this is True.
-    (default ``raybb.codec:load_codec``). ``effort``: encoder effort 0..MAX_EFFORT (raybb.refine;
-    checked here, before Ray starts: ValueError), recorded per row in the manifest.
+    ``effort``: encoder effort 0..MAX_EFFORT (raybb.refine; checked here, before Ray starts:
+    ValueError), recorded per row in the manifest.
     """
     from raybb.refine import effort_level as _effort_level
 
