@@ -166,13 +166,17 @@ class CompressorActor:
 
     def _compress_one(self, key: str, attempt: int, overwrite: bool) -> CompressRow:
         row = self._base_row(key, attempt)
+        return self._per_image(row, self._compress_into, overwrite)
+
+    def _per_image(self, row: Any, work: Callable[[Any, bool], Any], overwrite: bool) -> Any:
+        """``work(row, overwrite)``; any failure but an outage becomes this image's error row."""
         try:
-            return self._compress_into(row, overwrite)
+            return work(row, overwrite)
         except StorageError as e:
             if e.transient:
                 raise  # an outage: the driver retries the shard on a fresh actor
             return self._finish(row, error=_err(e))
-        except Exception as e:  # noqa: BLE001 - one bad image must not stop the shard
+        except Exception as e:  # noqa: BLE001 - one bad image or bitstream must not stop the shard
             return self._finish(row, error=_err(e))
 
     def _compress_into(self, row: CompressRow, overwrite: bool) -> CompressRow:
@@ -260,14 +264,7 @@ class CompressorActor:
             run_id=self.run_id,
             attempt=attempt,
         )
-        try:
-            return self._decompress_into(row, overwrite)
-        except StorageError as e:
-            if e.transient:
-                raise  # an outage: the driver retries the shard on a fresh actor
-            return self._finish(row, error=_err(e))
-        except Exception as e:  # noqa: BLE001 - a corrupt bitstream is a row, not a crash
-            return self._finish(row, error=_err(e))
+        return self._per_image(row, self._decompress_into, overwrite)
 
     def _decompress_into(self, row: DecompressRow, overwrite: bool) -> DecompressRow:
         key, out_key = row.key, row.output_key
