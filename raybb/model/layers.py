@@ -2,7 +2,7 @@
 
 Why mirror padding: zero padding makes borders darker in the analysis transform and leaks a
 constant into the latents near the edges, which costs bits; reflecting the signal (as
-tensorflow-compression's ``SignalConv2D(padding="reflect")`` does, and the seed used) avoids it.
+tensorflow-compression's ``SignalConv2D(padding="reflect")`` does) avoids it.
 
 Upsampling is a mirror-padded convolution followed by a pixel shuffle (sub-pixel convolution),
 so the synthesis transform is mirror-padded too; a transposed convolution cannot be.

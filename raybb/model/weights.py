@@ -5,7 +5,7 @@ header metadata holds:
 
 * ``raybb.format``      "1"
 * ``raybb.arch``        the architecture's registry name (``raybb.model.arch``); absent = "pln",
-                        the seed's ladder network, so files written before the registry load
+                        the original two-level PLN, so files written before the registry load
                         unchanged and keep their fingerprints
 * ``raybb.config``      the architecture's config dataclass as JSON
 * ``raybb.meta``        free-form JSON (β, steps, dataset fingerprint, Kodak metrics, ...)
