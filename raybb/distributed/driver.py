@@ -17,6 +17,9 @@ Resume (``resume=True``, the default): keys whose manifest row is ``ok``/``skipp
 output still exists are not sent to any actor; their rows are carried over unchanged. Outputs that
 exist without a manifest row (the driver died before flushing) are checked by the actor (decoded
 against the source) and recorded as ``skipped``: nothing is recompressed, nothing is lost.
+
+The settings are one :class:`~raybb.distributed.config.CompressJobConfig` (or
+``DecompressJobConfig``); the scheduling state of a job lives in one :class:`_JobRunner`.
 """
 
 from __future__ import annotations
