@@ -96,6 +96,11 @@ class BucketJobConfig:
                 raise ValueError(f"{name} must be >= 1 (or unset), not {v!r}")
         if self.cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be > 0, not {self.cpus_per_worker!r}")
+        if self.worker_memory_mb is not None and self.tile_pixels is None and self.gpu is not True:
+            # a CPU actor's tiles are sized from its memory: refuse a budget too small now, not on Ray
+            from raybb.tiling import tile_pixels_for_memory
+
+            tile_pixels_for_memory(self.worker_memory_mb * 2**20, self.max_pixels)
 
     @classmethod
     def option_names(cls, *, api_only: bool = False) -> list[str]:

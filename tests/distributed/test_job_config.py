@@ -117,11 +117,14 @@ def test_settings_are_checked_when_built():
         {"target_bpp": 0.5},  # needs effort >= 1
         {"effort": 1, "target_bpp": 0.5, "target_psnr": 30},
         {"model": "x", "quality": 3},
+        {"worker_memory_mb": 100},  # too small for a CPU actor to code max_pixels images
     ):
         with pytest.raises(ValueError):
             CompressJobConfig(**bad)
     assert CompressJobConfig(gpu="yes").gpu is True and CompressJobConfig(gpu="no").gpu is False
     assert CompressJobConfig(quality=2.5).quality == 2.5  # a continuous quality is representable
+    assert CompressJobConfig(worker_memory_mb=100, gpu=True).worker_memory_mb == 100  # GPU actors: not used
+    assert CompressJobConfig(worker_memory_mb=100, tile_pixels=65536).tile_pixels == 65536
 
 
 def test_storage_options_are_not_in_the_repr():
@@ -133,11 +136,11 @@ def test_job_script_builds_the_same_config():
     job = _job()
     a = job.parser().parse_args(
         ["--src", "s", "--dst", "d", "--workers", "2", "--gpu", "no", "--shard-pixels", "1000",
-         "--worker-memory-mb", "900", "--no-resume", "--quality", "3", "--effort", "1", "--target-psnr", "30"]
+         "--worker-memory-mb", "2500", "--no-resume", "--quality", "3", "--effort", "1", "--target-psnr", "30"]
     )  # fmt: skip
     cfg = CompressJobConfig(**job.settings(a))
     assert cfg == CompressJobConfig(
-        workers=2, gpu=False, shard_pixels=1000, worker_memory_mb=900, resume=False, quality=3, effort=1,
+        workers=2, gpu=False, shard_pixels=1000, worker_memory_mb=2500, resume=False, quality=3, effort=1,
         target_psnr=30.0,
     )  # fmt: skip
     assert isinstance(cfg.quality, int)
@@ -163,7 +166,13 @@ def test_job_script_refuses_compress_settings_with_decompress(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "extra",
-    [["--gpu", "maybe"], ["--workers", "0"], ["--model", "x", "--quality", "2"], ["--shard-pixels", "0"]],
+    [
+        ["--gpu", "maybe"],
+        ["--workers", "0"],
+        ["--model", "x", "--quality", "2"],
+        ["--shard-pixels", "0"],
+        ["--worker-memory-mb", "100"],
+    ],
 )
 def test_bad_bucket_settings_are_usage_errors(tmp_path, extra):
     src = tmp_path / "src"
@@ -184,7 +193,8 @@ def test_actor_settings_follow_the_config():
     assert "metric" not in kw and "target_psnr" not in kw  # defaults are not sent (a custom codec need not know them)
     kw = _actor_kw(_COMPRESS, CompressJobConfig(worker_memory_mb=512, max_pixels=4_000_000), "r", False)
     assert 0 < kw["tile_pixels"] <= 4_000_000
-    assert "tile_pixels" not in _actor_kw(_COMPRESS, CompressJobConfig(worker_memory_mb=512), "r", True)  # GPU
+    gpu_cfg = CompressJobConfig(worker_memory_mb=512, gpu=True)
+    assert "tile_pixels" not in _actor_kw(_COMPRESS, gpu_cfg, "r", True)  # a GPU actor sizes tiles from its card
     kw = _actor_kw(_DECOMPRESS, DecompressJobConfig(model="m"), "r", False)
     assert kw["model"] == "m" and "effort" not in kw and "verify" not in kw
 
