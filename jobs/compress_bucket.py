@@ -62,6 +62,8 @@ def _add_setting(p: argparse.ArgumentParser, f: dataclasses.Field, hints: dict) 
     flag = "--" + f.name.replace("_", "-")
     names = [flag] + [o for o, n in _RENAMED.items() if n == flag]
     help_ = f.metadata.get("help", "")
+    if f.default is not None and f.default is not False:
+        help_ += f" [default: {f.default}]"  # argparse's own would print None: unset = the config's default
     tp = hints[f.name]
     if f.name == "gpu":
         p.add_argument(*names, dest="gpu", choices=["auto", "yes", "no"], default=None, action=_Deprecated, help=help_)

@@ -480,10 +480,11 @@ def train(
     ] = "cpu",
     warmup: Annotated[int | None, typer.Option("--warmup", hidden=True, help="Deprecated: --warmup-steps.")] = None,
 ) -> None:
-    """Train a ladder network (the same loop Ray Train runs in `raybb sweep`, with the same options).
+    """Train a ladder network (the same loop and options as `raybb sweep`).
 
-    The defaults are the shipped models' architecture (plain PLN, 64,96,96,24) and the default
-    model's β (pln-q3: 0.05); docs/training.md has the recipe they were trained with."""
+    Defaults: the shipped models' architecture (pln, 64,96,96,24) and the default model's β (0.05).
+    The shipped models were fine-tuned in stages with other settings: docs/training.md.
+    """
     from raybb.train.loop import TrainConfig, model_config, train_to_directory
 
     if _deprecated("--warmup", "--warmup-steps", warmup) is not None:
@@ -769,8 +770,8 @@ def bucket_compress(
 ) -> None:
     """Compress every image under SRC to DST on Ray actors and write a Parquet manifest.
 
-    The options are the settings of raybb.distributed.CompressJobConfig (same names, also in
-    jobs/compress_bucket.py)."""
+    The options are the fields of raybb.CompressJobConfig, the same names as in jobs/compress_bucket.py.
+    """
     _run_bucket("compress", src, dst, **_settings(locals()))
 
 

@@ -387,7 +387,7 @@ _RETRYABLE = (ray.exceptions.RayError,)
 
 @dataclass
 class _Plan:
-    """What the listing pass found: where things are, and the shards still to do."""
+    """Where a job reads and writes, its summary, and (after :func:`_count_and_shard`) the work left."""
 
     kind: _Kind
     src: Location
