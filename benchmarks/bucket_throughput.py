@@ -207,9 +207,9 @@ def throughput(n_images: int, size: int, shard_size: int) -> dict:
                     str(tmp / f"dst{workers}"),
                     model=model,
                     sampler=sampler,
-                    num_workers=workers,
+                    workers=workers,
                     shard_size=shard_size,
-                    use_gpu=False,
+                    gpu=False,
                     progress=lambda ev, events=events, t0=t0: events.append((time.monotonic() - t0, ev.done)),
                 )
                 wall = time.monotonic() - t0
@@ -305,9 +305,9 @@ def _memory_child(n: int, workdir: str) -> None:
     s = compress_bucket(
         str(src),
         str(Path(workdir) / "dst"),
-        num_workers=2,
+        workers=2,
         shard_size=16,
-        use_gpu=False,
+        gpu=False,
         codec_factory="bucket_throughput:null_codec",
         flush_rows=1000,
         progress=on_progress,

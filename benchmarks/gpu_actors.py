@@ -129,7 +129,7 @@ def run_one(src: Path, dst: Path, *, gpu: bool, workers: int | None, verify: boo
     sampler_gpu = GpuSampler() if gpu else None
     t0 = time.monotonic()
     s = compress_bucket(
-        str(src), str(dst), use_gpu=gpu, num_workers=workers, verify=verify, model=model, sampler=sampler,
+        str(src), str(dst), gpu=gpu, workers=workers, verify=verify, model=model, sampler=sampler,
         shard_size=shard_size, resume=False,
     )  # fmt: skip
     wall = time.monotonic() - t0

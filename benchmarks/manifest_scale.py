@@ -165,7 +165,7 @@ def child(n: int, workers: int, shard_size: int, raybb_dir: str) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="raybb-mscale-"))
     manifest = str(tmp / "_manifest.parquet")
     kw = dict(
-        manifest=manifest, num_workers=workers, use_gpu=False, shard_size=shard_size, flush_rows=10000,
+        manifest=manifest, workers=workers, gpu=False, shard_size=shard_size, flush_rows=10000,
         codec_factory="manifest_scale:standin_codec", max_in_flight=2 * workers,
     )  # fmt: skip
     import gc

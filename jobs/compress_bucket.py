@@ -5,18 +5,28 @@
     ray job submit --working-dir . -- python jobs/compress_bucket.py --src ... --dst ...
     python jobs/compress_bucket.py --src ./photos --dst ./archive          # local Ray, started for you
 
-Credentials come from the standard AWS chain (instance profile on the cluster); none are taken here.
+The options are the fields of raybb.distributed.CompressJobConfig (DecompressJobConfig with
+--decompress), under the same names as `raybb bucket compress`. Credentials come from the standard
+AWS chain (instance profile on the cluster); none are taken here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
+import typing
 
-from raybb.refine import EFFORTS
+from raybb.distributed.config import (
+    API_ONLY,
+    DEPRECATED_NAMES,
+    CompressJobConfig,
+    DecompressJobConfig,
+)
 
-_RENAMED = {"--num-workers": "--workers", "--use-gpu": "--gpu"}
+#: Options this script had under other names (still accepted, with a warning).
+_RENAMED = {"--" + old.replace("_", "-"): "--" + new for old, new in DEPRECATED_NAMES.items() if old != "ray_address"}
 
 
 class _Deprecated(argparse.Action):
@@ -28,48 +38,79 @@ class _Deprecated(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _number(v: str) -> int | float:
+    """``3`` -> 3, ``2.5`` -> 2.5 (a quality can be either)."""
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)
+
+
+def _scalar(tp: typing.Any) -> typing.Any:
+    """The argparse type of a field annotation such as ``int | None`` or ``int | float | None``."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
+    if float in args and int in args:
+        return _number
+    if float in args:
+        return float
+    if int in args:
+        return int
+    return str
+
+
+def _add_setting(p: argparse.ArgumentParser, f: dataclasses.Field, hints: dict) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    names = [flag] + [o for o, n in _RENAMED.items() if n == flag]
+    help_ = f.metadata.get("help", "")
+    if f.default is not None and f.default is not False:
+        help_ += f" [default: {f.default}]"  # argparse's own would print None: unset = the config's default
+    tp = hints[f.name]
+    if f.name == "gpu":
+        p.add_argument(*names, dest="gpu", choices=["auto", "yes", "no"], default=None, action=_Deprecated, help=help_)
+    elif tp is bool and CompressJobConfig.negatable(f.name):
+        p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_)
+    elif tp is bool:
+        p.add_argument(flag, dest=f.name, action="store_true", default=None, help=help_)
+    else:
+        p.add_argument(*names, dest=f.name, type=_scalar(tp), default=None, action=_Deprecated, help=help_)
+
+
+def parser() -> argparse.ArgumentParser:
+    """Every CompressJobConfig field as ``--name-with-dashes`` (the API-only dicts excepted)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", required=True, help="source prefix (s3://..., file://..., or a path)")
     p.add_argument("--dst", required=True, help="destination prefix")
     p.add_argument("--decompress", action="store_true", help="decode .rbb bitstreams to PNG instead")
-    p.add_argument("--manifest", default=None, help="manifest URL (default <dst>/_manifest.parquet)")
-    # Same names as `raybb bucket compress`; --num-workers/--use-gpu still work (deprecated).
-    p.add_argument(
-        "--workers",
-        "--num-workers",
-        dest="workers",
-        type=int,
-        default=None,
-        action=_Deprecated,
-        help="actors (default: one per GPU or CPU)",
-    )
-    p.add_argument(
-        "--gpu",
-        "--use-gpu",
-        dest="gpu",
-        choices=["auto", "yes", "no"],
-        default="auto",
-        action=_Deprecated,
-        help="'yes' on autoscaling clusters whose GPU workers start at 0",
-    )
-    p.add_argument("--shard-size", type=int, default=16, help="images per shard")
-    p.add_argument("--verify", action="store_true", help="decode each bitstream before marking it ok")
-    p.add_argument("--model", default=None)
-    p.add_argument("--sampler", default=None)
-    p.add_argument(
-        "--effort",
-        type=int,
-        default=0,
-        choices=list(EFFORTS),
-        help="encoder effort: 0 = fastest; higher refines each image's posterior (slower, fewer bits)",
-    )
-    p.add_argument("--no-resume", action="store_true", help="do not skip images finished by earlier runs")
-    p.add_argument("--overwrite", action="store_true", help="recompress outputs that exist without a row")
-    p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS or local)")
-    p.add_argument("--allow-empty", action="store_true", help="accept a source that lists nothing (else exit 6)")
+    hints = typing.get_type_hints(CompressJobConfig)
+    for f in dataclasses.fields(CompressJobConfig):
+        if f.name not in API_ONLY:
+            _add_setting(p, f, hints)
     p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def settings(a: argparse.Namespace) -> dict:
+    """The options given (None = not given: the config's default applies)."""
+    cls = DecompressJobConfig if a.decompress else CompressJobConfig
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(cls) if getattr(a, f.name, None) is not None}
+    if a.decompress:
+        extra = sorted(
+            "--" + f.name.replace("_", "-")
+            for f in dataclasses.fields(CompressJobConfig)
+            if f.name not in DecompressJobConfig.__dataclass_fields__ and getattr(a, f.name) is not None
+        )
+        if extra:
+            raise ValueError(f"{', '.join(extra)}: compression only (not with --decompress)")
+    return given
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     a = p.parse_args(argv)
+    try:
+        cfg = (DecompressJobConfig if a.decompress else CompressJobConfig)(**settings(a))
+    except ValueError as e:  # a usage error (exit 2), as in `raybb bucket compress`
+        p.error(str(e))
 
     from raybb.distributed.driver import compress_bucket, decompress_bucket
 
@@ -92,28 +133,12 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(ok=ev.ok, err=ev.errors, skip=ev.skipped, workers=ev.workers, refresh=False)
             bar.refresh()
 
-    use_gpu = {"auto": "auto", "yes": True, "no": False}[a.gpu]
-    common = dict(
-        manifest=a.manifest,
-        num_workers=a.workers,
-        use_gpu=use_gpu,
-        shard_size=a.shard_size,
-        model=a.model,
-        sampler=a.sampler,
-        resume=not a.no_resume,
-        overwrite=a.overwrite,
-        progress=progress,
-        ray_address=a.address,
-        allow_empty=a.allow_empty,
-    )
     from raybb.cli import exit_code_for
     from raybb.errors import RaybbError
 
     try:
-        if a.decompress:
-            summary = decompress_bucket(a.src, a.dst, **common)
-        else:
-            summary = compress_bucket(a.src, a.dst, verify=a.verify, effort=a.effort, **common)
+        fn = decompress_bucket if a.decompress else compress_bucket
+        summary = fn(a.src, a.dst, cfg, progress=progress)
     except RaybbError as e:  # one line and the CLI's exit code (6 for storage), not a traceback
         print(f"error: {e}", file=sys.stderr)
         return exit_code_for(e)

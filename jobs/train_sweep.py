@@ -1,6 +1,6 @@
 """β-sweep on a Ray cluster: one raybb model per (β, variant), resumable, optionally registered.
 
-    ray submit cluster.yaml jobs/train_sweep.py -- --betas 10 3 1 0.3 0.1 --variants gamma-pln \
+    ray submit cluster.yaml jobs/train_sweep.py -- --beta 0.4 0.1 0.05 0.015 0.0025 --variant pln \
         --data s3://my-bucket/photos --val-data s3://my-bucket/val --storage s3://my-bucket/sweeps \
         --workers 2 --gpu --steps 200000 --register-dir ~/raybb-models
 

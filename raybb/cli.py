@@ -435,57 +435,75 @@ def inspect(
     raise typer.Exit(code)
 
 
+def _train_opt(name: str, *decls: str, **kw):
+    """``--name`` with the help text both training commands use (raybb.train.loop.TrainConfig)."""
+    from raybb.train.loop import MODEL_OPTIONS, TrainConfig, option_flag
+
+    text = MODEL_OPTIONS.get(name) or TrainConfig.help_for(name)
+    return typer.Option(option_flag(name), *decls, help=text, **kw)
+
+
+def _deprecated(old: str, new: str, value, default=None):
+    """The value of a deprecated option, with a warning when it was given."""
+    if value is not None and value != default:
+        console.print(f"[yellow]warning:[/yellow] {old} is deprecated, use {new}")
+    return value
+
+
 @app.command()
 def train(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Run directory (checkpoint/, metrics.jsonl).")],
-    data: Annotated[list[str], typer.Option("--data", help="Training image folders or fsspec URLs.")] = [],  # noqa: B006
-    exclude: Annotated[list[str], typer.Option(help="Skip training files whose path contains this.")] = [],  # noqa: B006
-    val_data: Annotated[list[str], typer.Option("--val-data", help="Validation image folders/URLs.")] = [],  # noqa: B006
-    variant: Annotated[
-        str, typer.Option(help="'gamma-pln' (learned likelihood scale) or 'pln' (unit scale).")
-    ] = "gamma-pln",
-    beta: Annotated[float, typer.Option(help="Rate weight β (higher = fewer bits).")] = 4.0,
-    steps: Annotated[int, typer.Option(help="Total optimizer steps.")] = 20000,
-    batch: Annotated[int, typer.Option(help="Patches per step.")] = 8,
-    patch: Annotated[int, typer.Option(help="Patch side in pixels.")] = 128,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
-    lr_final_factor: Annotated[float, typer.Option(help="Exponential decay to lr × this at the end.")] = 0.2,
-    warmup: Annotated[int, typer.Option(help="KL warm-up steps.")] = 1000,
-    channels: Annotated[str, typer.Option(help="N,M,F,G channel counts.")] = "64,96,96,24",
-    init_weights: Annotated[Path | None, typer.Option(help="Start from these weights (fine-tuning).")] = None,
+    data: Annotated[list[str], _train_opt("data")] = [],  # noqa: B006
+    exclude: Annotated[list[str], _train_opt("exclude")] = [],  # noqa: B006
+    val_data: Annotated[list[str], _train_opt("val_data")] = [],  # noqa: B006
+    val_images: Annotated[int, _train_opt("val_images", min=0)] = 12,
+    variant: Annotated[str, _train_opt("variant")] = "pln",
+    channels: Annotated[str, _train_opt("channels")] = "64,96,96,24",
+    beta: Annotated[float, _train_opt("beta")] = 0.05,
+    steps: Annotated[int, _train_opt("steps", min=1)] = 20000,
+    batch: Annotated[int, _train_opt("batch", min=1)] = 8,
+    patch: Annotated[int, _train_opt("patch", min=1)] = 128,
+    lr: Annotated[float, _train_opt("lr")] = 5e-4,
+    lr_final_factor: Annotated[float, _train_opt("lr_final_factor")] = 0.2,
+    warmup_steps: Annotated[int, _train_opt("warmup_steps", min=0)] = 1000,
+    grad_clip: Annotated[float, _train_opt("grad_clip")] = 5.0,
+    init_weights: Annotated[Path | None, _train_opt("init_weights")] = None,
+    seed: Annotated[int, _train_opt("seed")] = 0,
+    log_every: Annotated[int, _train_opt("log_every", min=1)] = 50,
+    val_every: Annotated[int, _train_opt("val_every", min=0)] = 1000,
+    checkpoint_every: Annotated[int, _train_opt("checkpoint_every", min=1)] = 500,
+    threads: Annotated[int, _train_opt("num_threads", min=0)] = 0,
+    precision: Annotated[str, _train_opt("precision")] = "fp32",
     resume: Annotated[bool, typer.Option(help="Resume from OUT/checkpoint when present.")] = True,
-    threads: Annotated[int, typer.Option(help="torch threads (0 = default).")] = 0,
-    seed: Annotated[int, typer.Option(help="Training RNG seed.")] = 0,
-    precision: Annotated[
-        str, typer.Option(help="'fp32', or 'bf16' (convolutions in bfloat16, ~2x faster on AMX CPUs/GPUs).")
-    ] = "fp32",
     device: Annotated[
         str, typer.Option("--device", help="torch device to train on, e.g. 'cuda'.", callback=_check_device)
     ] = "cpu",
+    warmup: Annotated[int | None, typer.Option("--warmup", hidden=True, help="Deprecated: --warmup-steps.")] = None,
 ) -> None:
-    """Train a ladder network (the same loop Ray Train runs in `raybb sweep`)."""
-    from raybb.train.loop import TrainConfig, train_to_directory
+    """Train a ladder network (the same loop and options as `raybb sweep`).
 
+    Defaults: the shipped models' architecture (pln, 64,96,96,24) and the default model's β (0.05).
+    The shipped models were fine-tuned in stages with other settings: docs/training.md.
+    """
+    from raybb.train.loop import TrainConfig, model_config, train_to_directory
+
+    if _deprecated("--warmup", "--warmup-steps", warmup) is not None:
+        warmup_steps = warmup
     try:
-        n, m, f, g = (int(v) for v in channels.split(","))
+        model = model_config(channels, variant)
+        defaults = TrainConfig()
+        cfg = TrainConfig(
+            data=list(data) or defaults.data,
+            exclude=list(exclude) or defaults.exclude,
+            val_data=list(val_data) if val_data else ([] if data else defaults.val_data),
+            val_images=val_images, model=model, beta=beta, steps=steps, batch=batch, patch=patch, lr=lr,
+            lr_final_factor=lr_final_factor, warmup_steps=warmup_steps, grad_clip=grad_clip, seed=seed,
+            log_every=log_every, val_every=val_every, checkpoint_every=checkpoint_every, num_threads=threads,
+            precision=precision,
+        )  # fmt: skip
     except ValueError as e:
-        console.print("[red]error:[/red] --channels needs four integers N,M,F,G")
+        console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USAGE) from e
-    from raybb.model.ladder import VARIANTS
-
-    if variant not in VARIANTS:
-        console.print("[red]error:[/red] --variant must be 'gamma-pln' or 'pln'")
-        raise typer.Exit(EXIT_USAGE)
-    model = {"N": n, "M": m, "F": f, "G": g, **VARIANTS[variant]}
-    defaults = TrainConfig()
-    cfg = TrainConfig(
-        data=list(data) or defaults.data,
-        exclude=list(exclude) or defaults.exclude,
-        val_data=list(val_data) if val_data else ([] if data else defaults.val_data),
-        model=model, beta=beta, steps=steps, batch=batch, patch=patch, lr=lr,
-        lr_final_factor=lr_final_factor, warmup_steps=warmup, num_threads=threads, seed=seed,
-        precision=precision,
-    )  # fmt: skip
     with _progress() as bar:
         task = bar.add_task("training", total=steps)
 
@@ -638,13 +656,24 @@ def sweep(ctx: typer.Context) -> None:
     raise typer.Exit(sweep_main(ctx.args))
 
 
+from raybb.distributed.config import CompressJobConfig  # noqa: E402 - pure: the job settings' names and help
+from raybb.distributed.partition import DEFAULT_SHARD_BYTES, DEFAULT_SHARD_IMAGES, DEFAULT_SHARD_PIXELS  # noqa: E402
+from raybb.imageio import DEFAULT_MAX_PIXELS  # noqa: E402
+
 bucket_app = typer.Typer(
     help="Batch jobs on Ray over folders or object storage (s3://, file://, paths).", no_args_is_help=True
 )
 app.add_typer(bucket_app, name="bucket")
 
 
-def _run_bucket(kind: str, src: str, dst: str, **kw) -> None:
+def _run_bucket(kind: str, src: str, dst: str, **settings) -> None:
+    from raybb.distributed.config import CompressJobConfig, DecompressJobConfig
+
+    try:
+        cfg = (CompressJobConfig if kind == "compress" else DecompressJobConfig)(**settings)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(EXIT_USAGE) from e
     from raybb.distributed.driver import compress_bucket, decompress_bucket
 
     with _progress() as bar:
@@ -658,7 +687,7 @@ def _run_bucket(kind: str, src: str, dst: str, **kw) -> None:
 
         try:
             fn = compress_bucket if kind == "compress" else decompress_bucket
-            summary = fn(src, dst, progress=progress, **kw)
+            summary = fn(src, dst, cfg, progress=progress)
         except RaybbError as e:
             raise _fail(e) from e
     out.print(
@@ -672,21 +701,38 @@ def _run_bucket(kind: str, src: str, dst: str, **kw) -> None:
         raise typer.Exit(EXIT_PARTIAL)
 
 
-WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Ray actors (default: one per GPU, else per CPU).")]
-GpuOpt = Annotated[str, typer.Option("--gpu", help="auto | yes | no ('yes' on clusters whose GPU nodes start at 0).")]
-AddressOpt = Annotated[str | None, typer.Option("--address", help="Ray address (default: RAY_ADDRESS or local).")]
-ManifestOpt = Annotated[str | None, typer.Option("--manifest", help="Manifest URL (default DST/_manifest.parquet).")]
-AllowEmptyOpt = Annotated[
-    bool, typer.Option("--allow-empty", help="Accept a source that does not exist or lists nothing (else exit 6).")
-]
+def _job_opt(name: str, **kw):
+    """``--name-with-dashes`` (and ``--no-...`` for a switch) with the help text of job setting ``name``."""
+    flag = "--" + name.replace("_", "-")
+    decl = f"{flag}/--no-{flag[2:]}" if CompressJobConfig.negatable(name) else flag
+    return typer.Option(decl, help=CompressJobConfig.help_for(name), **kw)
 
 
-def _gpu(v: str):
-    try:
-        return {"auto": "auto", "yes": True, "no": False}[v]
-    except KeyError:
-        console.print("[red]error:[/red] --gpu must be auto, yes or no")
-        raise typer.Exit(EXIT_USAGE) from None
+# One option per job setting, named after the CompressJobConfig/DecompressJobConfig field.
+WorkersOpt = Annotated[int | None, _job_opt("workers", min=1)]
+GpuOpt = Annotated[str, _job_opt("gpu")]
+CpusPerWorkerOpt = Annotated[float, _job_opt("cpus_per_worker")]
+WorkerMemoryOpt = Annotated[int | None, _job_opt("worker_memory_mb", min=1)]
+JobTilePixelsOpt = Annotated[int | None, _job_opt("tile_pixels", min=65536)]
+JobMaxPixelsOpt = Annotated[int, _job_opt("max_pixels", min=1)]
+ShardSizeOpt = Annotated[int, _job_opt("shard_size", min=1)]
+ShardBytesOpt = Annotated[int, _job_opt("shard_bytes", min=1)]
+ShardPixelsOpt = Annotated[int, _job_opt("shard_pixels", min=1)]
+MaxInFlightOpt = Annotated[int | None, _job_opt("max_in_flight", min=1)]
+MaxAttemptsOpt = Annotated[int, _job_opt("max_attempts", min=1)]
+ResumeOpt = Annotated[bool, _job_opt("resume")]
+OverwriteOpt = Annotated[bool, _job_opt("overwrite")]
+ManifestOpt = Annotated[str | None, _job_opt("manifest")]
+AllowEmptyOpt = Annotated[bool, _job_opt("allow_empty")]
+AddressOpt = Annotated[str | None, _job_opt("address")]
+FlushRowsOpt = Annotated[int, _job_opt("flush_rows", min=1)]
+FlushSecondsOpt = Annotated[float, _job_opt("flush_seconds")]
+ActorStartTimeoutOpt = Annotated[float, _job_opt("actor_start_timeout")]
+CodecFactoryOpt = Annotated[str | None, _job_opt("codec_factory")]
+JobMetricOpt = Annotated[str, _job_opt("metric")]
+TargetBppOpt = Annotated[float | None, _job_opt("target_bpp")]
+TargetPsnrOpt = Annotated[float | None, _job_opt("target_psnr")]
+VerifyOpt = Annotated[bool, _job_opt("verify")]
 
 
 @bucket_app.command("compress")
@@ -694,23 +740,39 @@ def bucket_compress(
     src: Annotated[str, typer.Argument(help="Source prefix: folder, file://, s3://bucket/prefix/.")],
     dst: Annotated[str, typer.Argument(help="Destination prefix for .rbb files and the manifest.")],
     model: ModelOpt = None,
+    quality: QualityOpt = None,
     sampler: SamplerOpt = None,
     effort: EffortOpt = 0,
+    metric: JobMetricOpt = "mse",
+    target_bpp: TargetBppOpt = None,
+    target_psnr: TargetPsnrOpt = None,
+    verify: VerifyOpt = False,
     workers: WorkersOpt = None,
     gpu: GpuOpt = "auto",
-    shard_size: Annotated[int, typer.Option(help="Images per shard.")] = 16,
-    verify: Annotated[bool, typer.Option(help="Decode each bitstream again before marking it ok.")] = False,
-    resume: Annotated[bool, typer.Option(help="Skip images an earlier run finished.")] = True,
+    cpus_per_worker: CpusPerWorkerOpt = 0.5,
+    worker_memory_mb: WorkerMemoryOpt = None,
+    tile_pixels: JobTilePixelsOpt = None,
+    max_pixels: JobMaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    shard_size: ShardSizeOpt = DEFAULT_SHARD_IMAGES,
+    shard_bytes: ShardBytesOpt = DEFAULT_SHARD_BYTES,
+    shard_pixels: ShardPixelsOpt = DEFAULT_SHARD_PIXELS,
+    max_in_flight: MaxInFlightOpt = None,
+    max_attempts: MaxAttemptsOpt = 3,
+    resume: ResumeOpt = True,
+    overwrite: OverwriteOpt = False,
     manifest: ManifestOpt = None,
-    address: AddressOpt = None,
     allow_empty: AllowEmptyOpt = False,
+    address: AddressOpt = None,
+    flush_rows: FlushRowsOpt = 1000,
+    flush_seconds: FlushSecondsOpt = 20.0,
+    actor_start_timeout: ActorStartTimeoutOpt = 900.0,
+    codec_factory: CodecFactoryOpt = None,
 ) -> None:
-    """Compress every image under SRC to DST on Ray actors and write a Parquet manifest."""
-    _run_bucket(
-        "compress", src, dst, model=model, sampler=sampler, effort=effort, num_workers=workers, use_gpu=_gpu(gpu),
-        shard_size=shard_size, verify=verify, resume=resume, manifest=manifest, ray_address=address,
-        allow_empty=allow_empty,
-    )  # fmt: skip
+    """Compress every image under SRC to DST on Ray actors and write a Parquet manifest.
+
+    The options are the fields of raybb.CompressJobConfig, the same names as in jobs/compress_bucket.py.
+    """
+    _run_bucket("compress", src, dst, **_settings(locals()))
 
 
 @bucket_app.command("decompress")
@@ -718,20 +780,35 @@ def bucket_decompress(
     src: Annotated[str, typer.Argument(help="Prefix holding .rbb files.")],
     dst: Annotated[str, typer.Argument(help="Destination prefix for PNG files and the manifest.")],
     model: ModelOpt = None,
+    sampler: SamplerOpt = None,
     workers: WorkersOpt = None,
     gpu: GpuOpt = "auto",
-    shard_size: Annotated[int, typer.Option(help="Bitstreams per shard.")] = 16,
-    resume: Annotated[bool, typer.Option(help="Skip files an earlier run finished.")] = True,
+    cpus_per_worker: CpusPerWorkerOpt = 0.5,
+    worker_memory_mb: WorkerMemoryOpt = None,
+    tile_pixels: JobTilePixelsOpt = None,
+    max_pixels: JobMaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    shard_size: ShardSizeOpt = DEFAULT_SHARD_IMAGES,
+    shard_bytes: ShardBytesOpt = DEFAULT_SHARD_BYTES,
+    shard_pixels: ShardPixelsOpt = DEFAULT_SHARD_PIXELS,
+    max_in_flight: MaxInFlightOpt = None,
+    max_attempts: MaxAttemptsOpt = 3,
+    resume: ResumeOpt = True,
+    overwrite: OverwriteOpt = False,
     manifest: ManifestOpt = None,
-    address: AddressOpt = None,
     allow_empty: AllowEmptyOpt = False,
+    address: AddressOpt = None,
+    flush_rows: FlushRowsOpt = 1000,
+    flush_seconds: FlushSecondsOpt = 20.0,
+    actor_start_timeout: ActorStartTimeoutOpt = 900.0,
+    codec_factory: CodecFactoryOpt = None,
 ) -> None:
     """Decode every .rbb under SRC to PNG under DST on Ray actors (each with the model its fingerprint
-    names: --model, else any installed model)."""
-    _run_bucket(
-        "decompress", src, dst, model=model, num_workers=workers, use_gpu=_gpu(gpu), shard_size=shard_size,
-        resume=resume, manifest=manifest, ray_address=address, allow_empty=allow_empty,
-    )  # fmt: skip
+    names: --model, else any installed model). Options: raybb.distributed.DecompressJobConfig."""
+    _run_bucket("decompress", src, dst, **_settings(locals()))
+
+
+def _settings(local_vars: dict) -> dict:
+    return {k: v for k, v in local_vars.items() if k not in ("src", "dst")}
 
 
 def main() -> None:  # pragma: no cover - console entry

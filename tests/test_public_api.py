@@ -5,7 +5,8 @@ def test_public_surface():
     assert set(raybb.__all__) == {
         "__version__", "Codec", "load_codec", "RaybbError", "BitstreamError", "TruncatedBitstream", "BadMagic",
         "UnsupportedVersion", "ChecksumMismatch", "ModelMismatch", "CorruptPayload", "CodingError", "ModelError",
-        "WeightsError", "ImageError", "StorageError",
+        "WeightsError", "ImageError", "StorageError", "compress_bucket", "decompress_bucket", "CompressJobConfig",
+        "DecompressJobConfig", "TrainConfig",
     }  # fmt: skip
     for name in raybb.__all__:
         assert getattr(raybb, name) is not None

@@ -104,6 +104,9 @@ class CompressorActor:
         codec_factory: str | None = None,
         effort: int = 0,
         tile_pixels: int | None = None,
+        metric: str | None = None,
+        target_bpp: float | None = None,
+        target_psnr: float | None = None,
     ) -> None:
         if torch_threads:
             import torch
@@ -127,6 +130,10 @@ class CompressorActor:
         if self._by_fingerprint:
             self._codecs[self.codec.loaded.short_fingerprint] = self.codec
         self.effort = effort
+        #: encoder settings beyond the codec's defaults (a custom codec need not accept any)
+        self._encode_kw: dict[str, Any] = {"effort": effort} if effort else {}
+        extra = {"metric": metric, "target_bpp": target_bpp, "target_psnr": target_psnr}
+        self._encode_kw.update({k: v for k, v in extra.items() if v is not None})
         self.worker_id, self.node_id = _ray_ids()
 
     # -- small helpers -------------------------------------------------------------------------
@@ -217,7 +224,7 @@ class CompressorActor:
                 return self._finish(row, notes=notes)
 
         t0 = time.perf_counter()
-        res = self.codec.compress_with_stats(rgb, **({"effort": self.effort} if self.effort else {}))
+        res = self.codec.compress_with_stats(rgb, **self._encode_kw)
         seconds = time.perf_counter() - t0
         if self.verify:
             dec = self.codec.decompress(res.data)

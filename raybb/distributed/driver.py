@@ -17,6 +17,9 @@ Resume (``resume=True``, the default): keys whose manifest row is ``ok``/``skipp
 output still exists are not sent to any actor; their rows are carried over unchanged. Outputs that
 exist without a manifest row (the driver died before flushing) are checked by the actor (decoded
 against the source) and recorded as ``skipped``: nothing is recompressed, nothing is lost.
+
+The settings are one :class:`~raybb.distributed.config.CompressJobConfig` (or
+``DecompressJobConfig``); the scheduling state of a job lives in one :class:`_JobRunner`.
 """
 
 from __future__ import annotations
@@ -40,18 +43,21 @@ import pyarrow as pa
 import ray
 
 from raybb.distributed.actor import BITSTREAM_SUFFIX, CompressorActor
+from raybb.distributed.config import (
+    BucketJobConfig,
+    CompressJobConfig,
+    DecompressJobConfig,
+    UseGpu,
+    config_from,
+)
 from raybb.distributed.partition import (
     BITSTREAM_MIN_BPP,
-    DEFAULT_SHARD_BYTES,
-    DEFAULT_SHARD_IMAGES,
-    DEFAULT_SHARD_PIXELS,
     SOURCE_MIN_BPP,
     Shard,
     estimate_pixels,
     plan_shards,
 )
 from raybb.errors import RaybbError, StorageError
-from raybb.imageio import DEFAULT_MAX_PIXELS
 from raybb.storage import (
     COMPRESS_SCHEMA,
     DECOMPRESS_SCHEMA,
@@ -72,9 +78,16 @@ from raybb.storage import (
     resolve,
 )
 
-__all__ = ["compress_bucket", "decompress_bucket", "JobSummary", "JobProgress", "init_ray", "JobError"]
-
-UseGpu = bool | Literal["auto"]
+__all__ = [
+    "compress_bucket",
+    "decompress_bucket",
+    "CompressJobConfig",
+    "DecompressJobConfig",
+    "JobSummary",
+    "JobProgress",
+    "init_ray",
+    "JobError",
+]
 
 
 class JobError(RaybbError):
@@ -322,21 +335,37 @@ def _default_workers(use_gpu: bool) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Resume state
+# The scheduler (shared by compress and decompress)
 # --------------------------------------------------------------------------------------------
-def _done_keys(mloc: Location, schema: pa.Schema, dst: Location, out_col: str, out_suffix: str | None) -> KeySet:
-    """Keys marked ok/skipped in the manifest whose output object still exists at ``dst``.
+@dataclass(frozen=True)
+class _Kind:
+    """What differs between a compress and a decompress job."""
 
-    Streamed from the manifest and the destination listing; kept as 16-byte digests per key.
-    """
-    return done_keys(mloc, dst, schema, out_col, out_suffix)
+    name: Literal["compress", "decompress"]
+    schema: pa.Schema
+    suffixes: tuple[str, ...]  # source objects to take
+    out_col: str  # manifest column naming the output object
+    out_suffix: str
+    min_bpp: float  # bounds a shard's pixels estimated from object sizes
+    row_cls: type
+
+    @property
+    def what(self) -> str:
+        return "images" if self.name == "compress" else f"{BITSTREAM_SUFFIX} files"
 
 
-# --------------------------------------------------------------------------------------------
-# The scheduling loop (shared by compress and decompress)
-# --------------------------------------------------------------------------------------------
+_COMPRESS = _Kind(
+    "compress", COMPRESS_SCHEMA, IMAGE_SUFFIXES, "bitstream_key", BITSTREAM_SUFFIX, SOURCE_MIN_BPP, CompressRow
+)
+_DECOMPRESS = _Kind(
+    "decompress", DECOMPRESS_SCHEMA, (BITSTREAM_SUFFIX,), "output_key", ".png", BITSTREAM_MIN_BPP, DecompressRow
+)
+
+
 @dataclass
 class _Slot:
+    """One worker position: the actor now filling it (replaced when it dies)."""
+
     handle: Any
     name: str
     ready: bool = False
@@ -345,6 +374,8 @@ class _Slot:
 
 @dataclass
 class _Task:
+    """A shard sent to an actor, and which attempt this is."""
+
     shard: Shard
     slot: int
     attempt: int
@@ -354,325 +385,383 @@ class _Task:
 _RETRYABLE = (ray.exceptions.RayError,)
 
 
-def _run_job(
-    *,
-    kind: Literal["compress", "decompress"],
-    src: str,
-    dst: str,
-    manifest: str | None,
-    num_workers: int | None,
-    use_gpu: UseGpu,
-    shard_size: int,
-    shard_bytes: int,
-    shard_pixels: int,
-    worker_memory_mb: int | None,
-    max_in_flight: int | None,
-    verify: bool,
-    model: str | None,
-    sampler: str | None,
-    effort: int,
-    resume: bool,
-    overwrite: bool,
-    progress: Callable[[JobProgress], None] | None,
-    storage_options: dict | None,
-    dst_storage_options: dict | None,
-    max_attempts: int,
-    cpus_per_worker: float,
-    max_pixels: int,
-    ray_address: str | None,
-    flush_rows: int,
-    flush_seconds: float,
-    actor_start_timeout: float,
-    codec_factory: str | None,
-    allow_empty: bool,
-) -> JobSummary:
-    src_loc = resolve(src, storage_options)
-    dst_loc = resolve(dst, dst_storage_options if dst_storage_options is not None else storage_options)
+@dataclass
+class _Plan:
+    """Where a job reads and writes, its summary, and (after :func:`_count_and_shard`) the work left."""
+
+    kind: _Kind
+    src: Location
+    dst: Location
+    manifest: Location
+    summary: JobSummary
+    todo_total: int  # images this run has to do
+    shards: Iterator[Shard]
+
+
+def _plan(kind: _Kind, src: str, dst: str, cfg: BucketJobConfig) -> _Plan:
+    """Resolve the locations and check the source lists something (before Ray starts)."""
+    opts = cfg.storage_options
+    src_loc = resolve(src, opts)
+    dst_loc = resolve(dst, cfg.dst_storage_options if cfg.dst_storage_options is not None else opts)
     if src_loc.protocol == dst_loc.protocol and src_loc.root.rstrip("/") == dst_loc.root.rstrip("/"):
         raise JobError("source and destination must be different prefixes")
-    schema = COMPRESS_SCHEMA if kind == "compress" else DECOMPRESS_SCHEMA
-    suffixes: tuple[str, ...] = IMAGE_SUFFIXES if kind == "compress" else (BITSTREAM_SUFFIX,)
-    out_col, out_suffix = ("bitstream_key", BITSTREAM_SUFFIX) if kind == "compress" else ("output_key", ".png")
-    mloc = manifest_location(manifest, dst_loc)
-    run_id = new_run_id()
-    summary = JobSummary(kind=kind, run_id=run_id, src=src_loc.url, dst=dst_loc.url, manifest=mloc.url)
-    if not allow_empty and next(iter_objects(src_loc, suffixes), None) is None:
-        what = "images" if kind == "compress" else f"{BITSTREAM_SUFFIX} files"
+    mloc = manifest_location(cfg.manifest, dst_loc)
+    summary = JobSummary(kind=kind.name, run_id=new_run_id(), src=src_loc.url, dst=dst_loc.url, manifest=mloc.url)
+    if not cfg.allow_empty and next(iter_objects(src_loc, kind.suffixes), None) is None:
         raise StorageError(
-            f"no {what} under {src_loc.url}: the prefix does not exist or lists none "
+            f"no {kind.what} under {src_loc.url}: the prefix does not exist or lists none "
             "(a typo?); pass allow_empty=True (--allow-empty) to accept an empty source"
         )
+    return _Plan(kind, src_loc, dst_loc, mloc, summary, 0, iter(()))
 
-    init_ray(ray_address)
-    gpu = _resolve_gpu(use_gpu)
-    n_workers = num_workers or _default_workers(gpu)
-    summary.num_workers, summary.use_gpu = n_workers, gpu
-    limit = max_in_flight or 2 * n_workers
 
+def _count_and_shard(plan: _Plan, cfg: BucketJobConfig) -> None:
+    """Resume state, then a counting pass (totals for progress/ETA without holding the listing),
+    then the lazy shard plan over what is left."""
+    kind, summary = plan.kind, plan.summary
     done: KeySet | set[str] = set()
-    if resume:
-        done = _done_keys(mloc, schema, dst_loc, out_col, out_suffix)
-    # Counting pass: totals for progress/ETA without holding the listing.
-    todo_total = 0
-    for obj in iter_objects(src_loc, suffixes):
+    if cfg.resume:
+        done = done_keys(plan.manifest, plan.dst, kind.schema, kind.out_col, kind.out_suffix)
+    for obj in iter_objects(plan.src, kind.suffixes):
         summary.total += 1
         if obj.key in done:
             summary.already_done += 1
         else:
-            todo_total += 1
+            plan.todo_total += 1
 
     def todo() -> Iterator[ObjectInfo]:
-        for obj in iter_objects(src_loc, suffixes):
+        for obj in iter_objects(plan.src, kind.suffixes):
             if obj.key not in done:
                 yield obj
 
-    bpp = SOURCE_MIN_BPP if kind == "compress" else BITSTREAM_MIN_BPP  # shards bounded by estimated pixels
-    shards = plan_shards(
+    plan.shards = plan_shards(
         todo(),
-        max_images=shard_size,
-        max_bytes=shard_bytes,
-        max_pixels=shard_pixels,
-        pixels_of=lambda o: estimate_pixels(o.size, bpp, max_pixels),
+        max_images=cfg.shard_size,
+        max_bytes=cfg.shard_bytes,
+        max_pixels=cfg.shard_pixels,
+        pixels_of=lambda o: estimate_pixels(o.size, kind.min_bpp, cfg.max_pixels),
     )
-    writer = ManifestWriter(mloc, schema, run_id, flush_rows=flush_rows, flush_seconds=flush_seconds)
-    if todo_total == 0:  # nothing new: no actor (and no model load) needed
-        writer.close()
-        return summary
 
-    actor_cls = ray.remote(CompressorActor)
-    res_opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": cpus_per_worker}
-    ctor_kw = dict(
+
+class _JobRunner:
+    """The scheduling state of one job and the steps over it.
+
+    ``slots`` hold the actors (one per worker, replaced when lost); ``pending`` the shards in
+    flight; ``retry_q`` the shards to run again; ``info_refs`` the readiness probes of actors still
+    starting. :meth:`run` loops :meth:`submit` (fill ready actors up to ``limit``) and
+    :meth:`collect` (one finished result: an actor ready, a shard's rows, or a failure to
+    :meth:`retry`) until the shards are exhausted, then :meth:`finish` (or :meth:`abort`).
+    """
+
+    def __init__(
+        self,
+        plan: _Plan,
+        cfg: BucketJobConfig,
+        actor_kw: dict[str, Any],
+        *,
+        gpu: bool,
+        workers: int,
+        progress: Callable[[JobProgress], None] | None,
+    ) -> None:
+        self.plan, self.kind, self.summary, self.cfg = plan, plan.kind, plan.summary, cfg
+        self.progress = progress
+        self.workers = workers
+        self.limit = cfg.max_in_flight or 2 * workers
+        self.per_actor = max(1, -(-self.limit // workers))
+        self.max_actor_starts = workers + max(3, 2 * workers) * cfg.max_attempts
+        self.writer = ManifestWriter(
+            plan.manifest,
+            self.kind.schema,
+            self.summary.run_id,
+            flush_rows=cfg.flush_rows,
+            flush_seconds=cfg.flush_seconds,
+        )
+        self.actor_cls = ray.remote(CompressorActor)
+        self.actor_kw = actor_kw
+        self.res_opts: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": cfg.cpus_per_worker}
+        if cfg.worker_memory_mb is not None and not gpu:
+            self.res_opts["memory"] = cfg.worker_memory_mb * 2**20
+        self.slots: list[_Slot | None] = []
+        self.info_refs: dict[Any, int] = {}  # readiness probe -> slot
+        self.pending: dict[Any, _Task] = {}
+        self.retry_q: deque[tuple[Shard, int]] = deque()
+        self.shards_exhausted = False
+        self.generation = 0
+        self.t0 = self.last_ready = time.monotonic()
+        self.last_progress = 0.0
+
+    # -- actors --------------------------------------------------------------------------------
+    def start_actor(self, i: int) -> None:
+        """Put a fresh actor in slot ``i`` (or leave it empty once the start budget is spent)."""
+        if self.summary.actors_started >= self.max_actor_starts:
+            self.slots[i] = None
+            return
+        self.generation += 1
+        name = f"raybb-{self.kind.name}-{self.summary.run_id}-w{i}-g{self.generation}"
+        handle = self.actor_cls.options(
+            name=name, scheduling_strategy="SPREAD", max_restarts=0, max_task_retries=0, **self.res_opts
+        ).remote(self.plan.src, self.plan.dst, **self.actor_kw)
+        self.slots[i] = _Slot(handle=handle, name=name)
+        self.info_refs[handle.info.remote()] = i
+        self.summary.actors_started += 1
+
+    def lose_actor(self, i: int) -> None:
+        """Slot ``i``'s actor died (or will not start): kill it for good and start another."""
+        slot = self.slots[i]
+        if slot is None:
+            return
+        self.summary.actors_lost += 1
+        ray.kill(slot.handle, no_restart=True)
+        self.start_actor(i)
+
+    def kill_actors(self) -> None:
+        for s in self.slots:
+            if s is not None:
+                ray.kill(s.handle, no_restart=True)
+
+    # -- work ----------------------------------------------------------------------------------
+    def next_shard(self) -> tuple[Shard, int] | None:
+        """A shard to retry first, else the next planned one (attempt 1); None when none is left."""
+        if self.retry_q:
+            return self.retry_q.popleft()
+        if self.shards_exhausted:
+            return None
+        s = next(self.plan.shards, None)
+        if s is None:
+            self.shards_exhausted = True
+            return None
+        self.summary.shards += 1
+        return s, 1
+
+    def submit(self) -> None:
+        """Send shards to ready actors with room (least loaded first), up to the global limit."""
+        while len(self.pending) < self.limit:
+            ready = [i for i, s in enumerate(self.slots) if s is not None and s.ready and s.in_flight < self.per_actor]
+            if not ready:
+                return
+            item = self.next_shard()
+            if item is None:
+                return
+            shard, attempt = item
+            i = min(ready, key=lambda j: self.slots[j].in_flight)  # type: ignore[union-attr]
+            slot = self.slots[i]
+            assert slot is not None
+            method = slot.handle.compress_shard if self.kind.name == "compress" else slot.handle.decompress_shard
+            ref = method.remote(shard, attempt, self.cfg.overwrite or attempt > 1)
+            self.pending[ref] = _Task(shard, i, attempt, slot.handle)
+            slot.in_flight += 1
+
+    def done(self) -> bool:
+        return not self.pending and not self.retry_q and self.shards_exhausted
+
+    def check_alive(self) -> None:
+        """JobError when nothing is running and nothing can: every actor lost, or none ready in time."""
+        if not self.pending and not self.info_refs and all(s is None for s in self.slots):
+            raise JobError(f"no worker could be kept alive ({self.summary.actors_lost} lost)")
+        timeout = self.cfg.actor_start_timeout
+        if not self.pending and time.monotonic() - self.last_ready > timeout:
+            raise JobError(f"no worker became ready within {timeout:.0f}s (resources: {ray.cluster_resources()})")
+
+    def collect(self) -> None:
+        """Wait (up to 1 s) for one result and handle it."""
+        wait_on = list(self.pending) + list(self.info_refs)
+        if not wait_on:
+            return
+        finished, _ = ray.wait(wait_on, num_returns=1, timeout=1.0)
+        for ref in finished:
+            if ref in self.info_refs:
+                self._actor_ready(ref)
+            else:
+                self._shard_done(ref)
+
+    def _actor_ready(self, ref: Any) -> None:
+        i = self.info_refs.pop(ref)
+        slot = self.slots[i]
+        try:
+            ray.get(ref)
+        except _RETRYABLE:
+            self.lose_actor(i)
+            return
+        if slot is not None:
+            slot.ready = True
+            self.last_ready = time.monotonic()
+
+    def _shard_done(self, ref: Any) -> None:
+        task = self.pending.pop(ref)
+        slot = self.slots[task.slot]
+        same = slot is not None and slot.handle is task.handle  # not already replaced
+        if same:
+            slot.in_flight -= 1
+        try:
+            rows = ray.get(ref)
+        except ray.exceptions.RayActorError as e:
+            # The actor (or its node) died: replace it (once), requeue the shard.
+            if same:
+                self.lose_actor(task.slot)
+            self.retry(task, e)
+            return
+        except _RETRYABLE as e:
+            self.retry(task, e)
+            return
+        self.record(rows)
+        self.last_ready = time.monotonic()
+        self.emit()
+
+    def retry(self, task: _Task, e: BaseException) -> None:
+        """Requeue a failed shard, or after ``max_attempts`` give each of its images an error row."""
+        cause = getattr(e, "cause", None) or e  # RayTaskError: the exception the actor raised
+        text = " ".join(str(cause).split())
+        reason = f"{type(cause).__name__}: {text}"[:500]
+        if task.attempt >= self.cfg.max_attempts:
+            self.fail_shard(task.shard, task.attempt, reason)
+            return
+        self.summary.shard_retries += 1
+        self.retry_q.append((task.shard, task.attempt + 1))
+
+    def fail_shard(self, shard: Shard, attempt: int, reason: str) -> None:
+        now = datetime.now(UTC)
+        error = f"shard failed after {attempt} attempts: {reason}"
+        rows = [
+            self.kind.row_cls(
+                key=k, status=STATUS_ERROR, error=error, run_id=self.summary.run_id, attempt=attempt, finished_at=now
+            )
+            for k in shard.keys
+        ]
+        self.record(rows)
+
+    def record(self, rows: list[Any]) -> None:
+        """Count ``rows`` into the summary and hand them to the manifest writer."""
+        s = self.summary
+        for r in rows:
+            s.processed += 1
+            if r.status == STATUS_OK:
+                s.ok += 1
+                if r.width and r.height:
+                    s.megapixels += r.width * r.height / 1e6
+            elif r.status == STATUS_SKIPPED:
+                s.skipped += 1
+            else:
+                s.errors += 1
+                if len(s.error_samples) < 20:
+                    s.error_samples.append(f"{r.key}: {r.error}")
+            if self.kind.name == "compress":
+                s.bytes_in += r.source_bytes or 0
+                s.bytes_out += r.bitstream_bytes or 0
+            else:
+                s.bytes_in += r.bitstream_bytes or 0
+                s.bytes_out += r.output_bytes or 0
+        self.writer.add(rows)
+
+    def emit(self, force: bool = False) -> None:
+        """Call the progress callback (at most about once a second unless ``force``)."""
+        now = time.monotonic()
+        if self.progress is None or (not force and now - self.last_progress < 1.0):
+            return
+        self.last_progress = now
+        s = self.summary
+        el = now - self.t0
+        rate = s.processed / el if el > 0 else 0.0
+        remaining = self.plan.todo_total - s.processed
+        self.progress(
+            JobProgress(
+                done=s.processed,
+                total=self.plan.todo_total,
+                ok=s.ok,
+                errors=s.errors,
+                skipped=s.skipped,
+                already_done=s.already_done,
+                elapsed_s=el,
+                images_per_s=rate,
+                eta_s=remaining / rate if rate > 0 else None,
+                workers=sum(1 for x in self.slots if x is not None and x.ready),
+            )
+        )
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> JobSummary:
+        for i in range(self.workers):
+            self.slots.append(None)
+            self.start_actor(i)
+        self.t0 = self.last_ready = time.monotonic()
+        try:
+            while not self.step():
+                pass
+            self.writer.close()
+        except BaseException:
+            self.abort()
+            raise
+        return self.finish()
+
+    def step(self) -> bool:
+        """One round: submit, then collect one result; True once everything is done."""
+        self.submit()
+        if self.done():
+            return True
+        self.check_alive()
+        self.collect()
+        self.emit()
+        return False
+
+    def finish(self) -> JobSummary:
+        """After the manifest is closed (with its _SUCCESS marker): stop the actors, final progress."""
+        self.kill_actors()
+        self.summary.seconds = time.monotonic() - self.t0
+        self.emit(force=True)
+        return self.summary
+
+    def abort(self) -> None:
+        """Keep what was written (crash-safe files), without the _SUCCESS marker of a whole job."""
+        try:
+            self.writer.close(complete=False)
+        finally:
+            self.kill_actors()
+
+
+def _actor_kw(kind: _Kind, cfg: BucketJobConfig, run_id: str, gpu: bool) -> dict[str, Any]:
+    """Constructor arguments of each :class:`CompressorActor`."""
+    kw: dict[str, Any] = dict(
         run_id=run_id,
-        model=model,
-        sampler=sampler,
-        effort=effort,
+        model=cfg.model,
+        sampler=cfg.sampler,
         device="cuda" if gpu else "cpu",
-        verify=verify,
-        max_pixels=max_pixels,
+        max_pixels=cfg.max_pixels,
         torch_threads=None if gpu else 1,
-        codec_factory=codec_factory,
+        codec_factory=cfg.codec_factory,
     )
-    if worker_memory_mb is not None and not gpu:
+    if isinstance(cfg, CompressJobConfig):
+        kw.update(effort=cfg.effort, verify=cfg.verify)
+        if cfg.quality is not None:
+            kw["model"] = cfg.quality  # the codec factory resolves a quality like a model name
+        encode = {"metric": cfg.metric, "target_bpp": cfg.target_bpp, "target_psnr": cfg.target_psnr}
+        defaults = {"metric": "mse", "target_bpp": None, "target_psnr": None}
+        kw.update({k: v for k, v in encode.items() if v != defaults[k]})  # only what was asked for
+    if cfg.tile_pixels is not None:
+        kw["tile_pixels"] = cfg.tile_pixels
+    elif cfg.worker_memory_mb is not None and not gpu:
         # Ray reserves the budget per actor, and the actor's tiles are sized to stay inside it for
         # images up to max_pixels (a GPU actor sizes its tiles from its card instead)
         from raybb.tiling import tile_pixels_for_memory
 
-        res_opts["memory"] = worker_memory_mb * 2**20
-        ctor_kw["tile_pixels"] = tile_pixels_for_memory(worker_memory_mb * 2**20, max_pixels)
-    slots: list[_Slot | None] = []
-    info_refs: dict[Any, int] = {}
-    generation = 0
-    max_actor_starts = n_workers + max(3, 2 * n_workers) * max_attempts
-
-    def start_actor(i: int) -> None:
-        nonlocal generation
-        if summary.actors_started >= max_actor_starts:
-            slots[i] = None
-            return
-        generation += 1
-        name = f"raybb-{kind}-{run_id}-w{i}-g{generation}"
-        handle = actor_cls.options(
-            name=name, scheduling_strategy="SPREAD", max_restarts=0, max_task_retries=0, **res_opts
-        ).remote(src_loc, dst_loc, **ctor_kw)
-        slots[i] = _Slot(handle=handle, name=name)
-        info_refs[handle.info.remote()] = i
-        summary.actors_started += 1
-
-    for i in range(n_workers):
-        slots.append(None)
-        start_actor(i)
-
-    pending: dict[Any, _Task] = {}
-    retry_q: deque[tuple[Shard, int]] = deque()
-    shards_exhausted = False
-    t0 = time.monotonic()
-    last_ready = t0
-    last_progress = 0.0
-
-    def emit(force: bool = False) -> None:
-        nonlocal last_progress
-        now = time.monotonic()
-        if progress is None or (not force and now - last_progress < 1.0):
-            return
-        last_progress = now
-        el = now - t0
-        rate = summary.processed / el if el > 0 else 0.0
-        remaining = todo_total - summary.processed
-        eta = remaining / rate if rate > 0 else None
-        ready = sum(1 for s in slots if s is not None and s.ready)
-        progress(
-            JobProgress(
-                done=summary.processed,
-                total=todo_total,
-                ok=summary.ok,
-                errors=summary.errors,
-                skipped=summary.skipped,
-                already_done=summary.already_done,
-                elapsed_s=el,
-                images_per_s=rate,
-                eta_s=eta,
-                workers=ready,
-            )
-        )
-
-    def record(rows: list[Any]) -> None:
-        for r in rows:
-            summary.processed += 1
-            if r.status == STATUS_OK:
-                summary.ok += 1
-                if r.width and r.height:
-                    summary.megapixels += r.width * r.height / 1e6
-            elif r.status == STATUS_SKIPPED:
-                summary.skipped += 1
-            else:
-                summary.errors += 1
-                if len(summary.error_samples) < 20:
-                    summary.error_samples.append(f"{r.key}: {r.error}")
-            if kind == "compress":
-                summary.bytes_in += r.source_bytes or 0
-                summary.bytes_out += r.bitstream_bytes or 0
-            else:
-                summary.bytes_in += r.bitstream_bytes or 0
-                summary.bytes_out += r.output_bytes or 0
-        writer.add(rows)
-
-    def fail_shard(shard: Shard, attempt: int, reason: str) -> None:
-        row_cls = CompressRow if kind == "compress" else DecompressRow
-        now = datetime.now(UTC)
-        rows = [
-            row_cls(
-                key=k,
-                status=STATUS_ERROR,
-                error=f"shard failed after {attempt} attempts: {reason}",
-                run_id=run_id,
-                attempt=attempt,
-                finished_at=now,
-            )
-            for k in shard.keys
-        ]
-        record(rows)
-
-    def lose_actor(i: int) -> None:
-        slot = slots[i]
-        if slot is None:
-            return
-        summary.actors_lost += 1
-        ray.kill(slot.handle, no_restart=True)
-        start_actor(i)
-
-    def next_shard() -> tuple[Shard, int] | None:
-        nonlocal shards_exhausted
-        if retry_q:
-            return retry_q.popleft()
-        if shards_exhausted:
-            return None
-        s = next(shards, None)
-        if s is None:
-            shards_exhausted = True
-            return None
-        summary.shards += 1
-        return s, 1
-
-    per_actor = max(1, -(-limit // n_workers))
-    try:
-        while True:
-            # Fill: ready actors with room, up to the global limit.
-            while len(pending) < limit:
-                ready = [i for i, s in enumerate(slots) if s is not None and s.ready and s.in_flight < per_actor]
-                if not ready:
-                    break
-                item = next_shard()
-                if item is None:
-                    break
-                shard, attempt = item
-                i = min(ready, key=lambda j: slots[j].in_flight)  # type: ignore[union-attr]
-                slot = slots[i]
-                assert slot is not None
-                method = slot.handle.compress_shard if kind == "compress" else slot.handle.decompress_shard
-                ref = method.remote(shard, attempt, overwrite or attempt > 1)
-                pending[ref] = _Task(shard, i, attempt, slot.handle)
-                slot.in_flight += 1
-
-            if not pending and not retry_q and shards_exhausted:
-                break
-            if not pending and not info_refs:
-                if all(s is None for s in slots):
-                    raise JobError(f"no worker could be kept alive ({summary.actors_lost} lost)")
-            if not pending and time.monotonic() - last_ready > actor_start_timeout:
-                raise JobError(
-                    f"no worker became ready within {actor_start_timeout:.0f}s (resources: {ray.cluster_resources()})"
-                )
-
-            wait_on = list(pending) + list(info_refs)
-            if not wait_on:
-                continue
-            finished, _ = ray.wait(wait_on, num_returns=1, timeout=1.0)
-            for ref in finished:
-                if ref in info_refs:
-                    i = info_refs.pop(ref)
-                    slot = slots[i]
-                    try:
-                        ray.get(ref)
-                        if slot is not None:
-                            slot.ready = True
-                            last_ready = time.monotonic()
-                    except _RETRYABLE:
-                        lose_actor(i)
-                    continue
-                task = pending.pop(ref)
-                slot = slots[task.slot]
-                same = slot is not None and slot.handle is task.handle
-                if same:
-                    slot.in_flight -= 1
-                try:
-                    rows = ray.get(ref)
-                except ray.exceptions.RayActorError as e:
-                    # The actor (or its node) died: replace it (once), requeue the shard.
-                    if same:
-                        lose_actor(task.slot)
-                    _requeue(task, e, retry_q, summary, max_attempts, fail_shard)
-                    continue
-                except _RETRYABLE as e:
-                    _requeue(task, e, retry_q, summary, max_attempts, fail_shard)
-                    continue
-                record(rows)
-                last_ready = time.monotonic()
-                emit()
-            emit()
-        writer.close()
-    except BaseException:
-        # Keep what we have (crash-safe files); no _SUCCESS marker for a half job.
-        try:
-            writer.close(complete=False)
-        finally:
-            for s in slots:
-                if s is not None:
-                    ray.kill(s.handle, no_restart=True)
-        raise
-    for s in slots:
-        if s is not None:
-            ray.kill(s.handle, no_restart=True)
-    summary.seconds = time.monotonic() - t0
-    emit(force=True)
-    return summary
+        kw["tile_pixels"] = tile_pixels_for_memory(cfg.worker_memory_mb * 2**20, cfg.max_pixels)
+    return kw
 
 
-def _requeue(
-    task: _Task,
-    e: BaseException,
-    retry_q: deque,
-    summary: JobSummary,
-    max_attempts: int,
-    fail_shard: Callable[[Shard, int, str], None],
-) -> None:
-    cause = getattr(e, "cause", None) or e  # RayTaskError: the exception the actor raised
-    text = " ".join(str(cause).split())
-    reason = f"{type(cause).__name__}: {text}"[:500]
-    if task.attempt >= max_attempts:
-        fail_shard(task.shard, task.attempt, reason)
-        return
-    summary.shard_retries += 1
-    retry_q.append((task.shard, task.attempt + 1))
+def _run_job(
+    kind: _Kind, src: str, dst: str, cfg: BucketJobConfig, progress: Callable[[JobProgress], None] | None
+) -> JobSummary:
+    plan = _plan(kind, src, dst, cfg)
+    init_ray(cfg.address)
+    gpu = _resolve_gpu(cfg.gpu)
+    workers = cfg.workers or _default_workers(gpu)
+    plan.summary.num_workers, plan.summary.use_gpu = workers, gpu
+    _count_and_shard(plan, cfg)
+    if plan.todo_total == 0:  # nothing new: no actor (and no model load) needed
+        ManifestWriter(
+            plan.manifest, kind.schema, plan.summary.run_id, flush_rows=cfg.flush_rows, flush_seconds=cfg.flush_seconds
+        ).close()
+        return plan.summary
+    actor_kw = _actor_kw(kind, cfg, plan.summary.run_id, gpu)
+    return _JobRunner(plan, cfg, actor_kw, gpu=gpu, workers=workers, progress=progress).run()
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,96 +770,40 @@ def _requeue(
 def compress_bucket(
     src: str,
     dst: str,
+    config: CompressJobConfig | None = None,
     *,
-    manifest: str | None = None,
-    num_workers: int | None = None,
-    use_gpu: UseGpu = "auto",
-    shard_size: int = DEFAULT_SHARD_IMAGES,
-    shard_bytes: int = DEFAULT_SHARD_BYTES,
-    shard_pixels: int = DEFAULT_SHARD_PIXELS,
-    worker_memory_mb: int | None = None,
-    max_in_flight: int | None = None,
-    verify: bool = False,
-    model: str | None = None,
-    sampler: str | None = None,
-    effort: int = 0,
-    resume: bool = True,
-    overwrite: bool = False,
     progress: Callable[[JobProgress], None] | None = None,
-    storage_options: dict | None = None,
-    dst_storage_options: dict | None = None,
-    max_attempts: int = 3,
-    cpus_per_worker: float = 0.5,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    ray_address: str | None = None,
-    flush_rows: int = 1000,
-    flush_seconds: float = 20.0,
-    actor_start_timeout: float = 900.0,
-    codec_factory: str | None = None,
-    allow_empty: bool = False,
+    **settings: Any,
 ) -> JobSummary:
     """Compress every image under ``src`` to ``<dst>/<key>.rbb`` on Ray actors; write the manifest.
 
     ``src``/``dst``: local paths or fsspec URLs (``s3://``, ``file://``, ``memory://`` for
-    in-process only). ``manifest``: defaults to ``<dst>/_manifest.parquet``. ``num_workers``:
-    actors (default: one per GPU, else one per CPU of the cluster); ``use_gpu``: True/False/"auto"
-    (auto = GPUs present now; pass True on an autoscaling cluster whose GPU nodes start at 0).
-    CPU actors take ``cpus_per_worker`` logical CPUs (a fractional slot, so they never starve
-    other Ray work) and one torch thread each. ``shard_size``/``shard_bytes``/``shard_pixels``: shard
-    limits (pixels estimated from object sizes, partition.py). ``worker_memory_mb``: memory Ray
-    reserves for each CPU actor; its tiles are sized to code images of ``max_pixels`` within it.
-    ``verify``: decode each bitstream again before marking it ok. ``resume``: skip what an earlier
-    run finished. ``overwrite``: recompress existing outputs that have no manifest row.
-    ``progress``: called with a :class:`JobProgress` after shards finish. ``storage_options``:
-    fsspec options for src and dst (``dst_storage_options`` overrides for dst); credentials in them
-    are never logged or stored. ``codec_factory``: ``"module:function"`` building the codec
-    (default ``raybb.codec:load_codec``). ``allow_empty``: a source that does not exist or lists no
-    image is a :class:`~raybb.errors.StorageError` (almost always a typo) unless this is True.
-    ``effort``: encoder effort 0..MAX_EFFORT (raybb.refine; checked here, before Ray starts:
-    ValueError), recorded per row in the manifest.
+    in-process only). The settings are the fields of :class:`CompressJobConfig` (the same names as
+    the options of ``raybb bucket compress`` and ``jobs/compress_bucket.py``), given as ``config``
+    and/or as keywords (keywords win): e.g. ``workers``, ``gpu`` (True/False/"auto": auto = GPUs
+    present now; pass True on an autoscaling cluster whose GPU nodes start at 0), ``model`` or
+    ``quality``, ``effort``, ``shard_size``, ``worker_memory_mb``, ``resume``, ``verify``,
+    ``storage_options`` (fsspec options; credentials in them are never logged or stored).
+    Bad settings raise ValueError/TypeError before Ray starts. ``progress``: called with a
+    :class:`JobProgress` after shards finish.
     """
-    from raybb.refine import effort_level as _effort_level
-
-    _effort_level(effort)
-    return _run_job(kind="compress", **_kw(locals()))
+    cfg = config_from(CompressJobConfig, config, settings)
+    return _run_job(_COMPRESS, src, dst, cfg, progress)
 
 
 def decompress_bucket(
     src: str,
     dst: str,
+    config: DecompressJobConfig | None = None,
     *,
-    manifest: str | None = None,
-    num_workers: int | None = None,
-    use_gpu: UseGpu = "auto",
-    shard_size: int = DEFAULT_SHARD_IMAGES,
-    shard_bytes: int = DEFAULT_SHARD_BYTES,
-    shard_pixels: int = DEFAULT_SHARD_PIXELS,
-    worker_memory_mb: int | None = None,
-    max_in_flight: int | None = None,
-    model: str | None = None,
-    sampler: str | None = None,
-    resume: bool = True,
-    overwrite: bool = False,
     progress: Callable[[JobProgress], None] | None = None,
-    storage_options: dict | None = None,
-    dst_storage_options: dict | None = None,
-    max_attempts: int = 3,
-    cpus_per_worker: float = 0.5,
-    ray_address: str | None = None,
-    flush_rows: int = 1000,
-    flush_seconds: float = 20.0,
-    actor_start_timeout: float = 900.0,
-    codec_factory: str | None = None,
-    allow_empty: bool = False,
+    **settings: Any,
 ) -> JobSummary:
     """Decode every ``.rbb`` under ``src`` to PNG under ``dst`` (``a.jpg.rbb`` -> ``a.jpg.png``).
 
-    Same machinery and options as :func:`compress_bucket`; the manifest (default
-    ``<dst>/_manifest.parquet``) uses the decompress schema. Each bitstream is decoded with the
-    model its fingerprint names (``model``, else any installed model: ``raybb models``).
+    Same machinery and settings as :func:`compress_bucket` (those of :class:`DecompressJobConfig`);
+    the manifest (default ``<dst>/_manifest.parquet``) uses the decompress schema. Each bitstream is
+    decoded with the model its fingerprint names (``model``, else any installed model: ``raybb models``).
     """
-    return _run_job(kind="decompress", verify=False, max_pixels=DEFAULT_MAX_PIXELS, effort=0, **_kw(locals()))
-
-
-def _kw(local_vars: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in local_vars.items() if not k.startswith("_")}
+    cfg = config_from(DecompressJobConfig, config, settings)
+    return _run_job(_DECOMPRESS, src, dst, cfg, progress)

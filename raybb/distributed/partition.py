@@ -22,8 +22,10 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from raybb.storage.listing import ObjectInfo
+if TYPE_CHECKING:  # a type only: the shard plan (and the job settings) import no storage stack
+    from raybb.storage.listing import ObjectInfo
 
 __all__ = [
     "Shard",

@@ -39,15 +39,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
 import os
 import sys
 import tempfile
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -61,7 +64,17 @@ from ray.train.torch import TorchTrainer
 
 from raybb.model.ladder import VARIANTS as MODEL_VARIANTS
 from raybb.model.weights import load_weights, save_weights
-from raybb.train.loop import TrainConfig, TrainingLoop, evaluate_images
+from raybb.train.loop import (
+    DEFAULT_VARIANT,
+    DEPRECATED_TRAIN_OPTIONS,
+    MODEL_OPTIONS,
+    PRECISIONS,
+    TrainConfig,
+    TrainingLoop,
+    evaluate_images,
+    option_flag,
+    parse_channels,
+)
 
 __all__ = [
     "VARIANTS",
@@ -352,7 +365,7 @@ def _markdown(df: pd.DataFrame) -> str:
 
 def run_sweep(
     betas: Sequence[float],
-    variants: Sequence[str] = ("gamma-pln",),
+    variants: Sequence[str] = (DEFAULT_VARIANT,),
     base_config: TrainConfig | dict | None = None,
     *,
     num_workers_per_trial: int = 2,
@@ -500,38 +513,71 @@ def _register(table: pd.DataFrame, exp: _Store, registry_dir: str, prefix: str, 
 
 
 # -- command line -----------------------------------------------------------------------------
+class _Renamed(argparse.Action):
+    """Stores the value; warns when the option's old name (DEPRECATED_TRAIN_OPTIONS) was used."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        if option_string in DEPRECATED_TRAIN_OPTIONS:
+            new = DEPRECATED_TRAIN_OPTIONS[option_string]
+            print(f"warning: {option_string} is deprecated, use {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+class _ModelJson(argparse.Action):
+    """The old ``--model JSON`` (architecture fields): still read, with a warning."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        print("warning: --model JSON is deprecated, use --channels N,M,F,G and --variant", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _aliases(flag: str) -> list[str]:
+    return [flag] + [old for old, new in DEPRECATED_TRAIN_OPTIONS.items() if new == flag]
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    """The options ``raybb train`` has, under the same names (raybb.train.loop.train_option_names);
+    ``--beta`` and ``--variant`` take several values here: one trial per combination."""
+    p.add_argument(*_aliases("--beta"), dest="beta", type=float, nargs="+", required=True, action=_Renamed,
+                   help="rate weights β, one model each (higher = fewer bits)")  # fmt: skip
+    p.add_argument(*_aliases("--variant"), dest="variant", nargs="+", default=[DEFAULT_VARIANT],
+                   choices=sorted(VARIANTS), action=_Renamed, help=MODEL_OPTIONS["variant"])  # fmt: skip
+    p.add_argument("--channels", default=None, help=MODEL_OPTIONS["channels"])
+    p.add_argument("--init-weights", default=None, help="fine-tune every trial from this weights file")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("model", "arch", "beta"):
+            continue
+        flag = option_flag(f.name)
+        kw: dict[str, Any] = {"dest": f.name, "default": None, "help": TrainConfig.help_for(f.name)}
+        tp = hints[f.name]
+        if f.name == "precision":
+            kw["choices"] = sorted(PRECISIONS)
+        elif typing.get_origin(tp) is list:
+            kw["nargs"] = "+" if f.name == "data" else "*"
+        else:
+            kw["type"] = tp
+        if f.name == "num_threads":
+            kw.update(default=1, type=int, help="torch threads per worker")
+        p.add_argument(*_aliases(flag), action=_Renamed, **kw)
+    p.add_argument("--model", dest="model_json", default=None, action=_ModelJson, help=argparse.SUPPRESS)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="raybb sweep",
-        description="Train one raybb model per β (and variant) on Ray Train via Ray Tune; resumable.",
+        description="Train one raybb model per β (and variant) on Ray Train via Ray Tune; resumable. "
+        "The training options are those of `raybb train`.",
     )
-    p.add_argument("--betas", type=float, nargs="+", required=True, help="rate-distortion trade-offs")
-    p.add_argument("--variants", nargs="+", default=["gamma-pln"], choices=sorted(VARIANTS))
+    _add_train_options(p)
     p.add_argument("--name", default="raybb-sweep", help="sweep name (re-use it to resume)")
     p.add_argument("--storage", default="~/raybb-sweeps", help="local dir or s3://bucket/prefix")
     p.add_argument("--endpoint-url", default=None, help="S3 endpoint for storage and data (non-AWS)")
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers per trial")
     p.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL)")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: fit cluster)")
     p.add_argument("--max-failures", type=int, default=0, help="Train restarts per trial on worker failure")
-    p.add_argument("--data", nargs="+", default=None, help="training image roots (dirs or URLs)")
-    p.add_argument("--exclude", nargs="*", default=None)
-    p.add_argument("--val-data", nargs="*", default=None)
-    p.add_argument("--val-images", type=int, default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--patch", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--log-every", type=int, default=None)
-    p.add_argument("--val-every", type=int, default=None)
-    p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=None, help="bf16: convolutions under autocast")
-    p.add_argument("--model", default=None, help='LadderConfig fields as JSON, e.g. \'{"N":64,"M":64}\'')
-    p.add_argument("--init-weights", default=None, help="fine-tune every trial from this weights file")
     p.add_argument("--register-dir", default=None, help="register finished models into this registry dir")
     p.add_argument("--family-prefix", default="", help="registered names: <prefix><variant>-qN")
     p.add_argument("--overwrite-registered", action="store_true")
@@ -541,18 +587,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the parsed options (unset ones keep TrainConfig's defaults). The variant's
+    likelihood fields are added per trial; ``--channels`` (or the old ``--model JSON``) sets the rest."""
     cfg = TrainConfig()
-    for attr, key in [
-        ("data", "data"), ("exclude", "exclude"), ("val_data", "val_data"), ("val_images", "val_images"),
-        ("steps", "steps"), ("batch", "batch"), ("patch", "patch"), ("lr", "lr"),
-        ("warmup_steps", "warmup_steps"), ("log_every", "log_every"), ("val_every", "val_every"),
-        ("checkpoint_every", "checkpoint_every"), ("seed", "seed"), ("precision", "precision"),
-    ]:  # fmt: skip
-        v = getattr(a, attr)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("model", "arch", "beta", "num_threads"):
+            continue
+        v = getattr(a, f.name)
         if v is not None:
-            setattr(cfg, key, v)
-    if a.model:
-        cfg.model = json.loads(a.model)
+            setattr(cfg, f.name, v)
+    if a.model_json:
+        if a.channels:
+            raise ValueError("give --channels or --model, not both")
+        cfg.model = json.loads(a.model_json)
+    elif a.channels:
+        cfg.model = parse_channels(a.channels)
     return cfg
 
 
@@ -562,8 +611,12 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
     Connects to ``--address`` (or ``$RAY_ADDRESS``) when given, else starts a local Ray instance.
     Returns 0 when every trial finished, 1 otherwise.
     """
-    a = _parser().parse_args(list(argv) if argv is not None else None)
-    cfg = _config_from_args(a)
+    p = _parser()
+    a = p.parse_args(list(argv) if argv is not None else None)
+    try:
+        cfg = _config_from_args(a)
+    except ValueError as e:
+        p.error(str(e))
     options = {"client_kwargs": {"endpoint_url": a.endpoint_url}} if a.endpoint_url else None
     resources = {"CPU": a.cpus_per_worker}
     if a.gpu:
@@ -578,8 +631,8 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
         started = True
     try:
         res = run_sweep(
-            a.betas,
-            a.variants,
+            a.beta,
+            a.variant,
             cfg,
             num_workers_per_trial=a.workers,
             use_gpu=a.gpu,
@@ -588,7 +641,7 @@ def sweep_main(argv: Sequence[str] | None = None) -> int:
             name=a.name,
             max_concurrent=a.max_concurrent,
             storage_options=options,
-            num_threads=a.threads,
+            num_threads=a.num_threads,
             init_weights=a.init_weights,
             max_failures=a.max_failures,
             registry_dir=a.register_dir,

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,12 @@ from safetensors.torch import load_file, save_file
 
 from raybb.metrics import ms_ssim, psnr
 from raybb.model.arch import get_architecture
-from raybb.model.ladder import LadderNetwork, pad_to_stride, variant_of
+from raybb.model.ladder import VARIANTS, LadderNetwork, pad_to_stride, variant_of
 from raybb.model.protocol import RDTerms
 from raybb.model.weights import lineage, load_weights, save_weights
 from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, load_images
 
-__all__ = ["TrainConfig", "TrainingLoop", "evaluate_images"]
+__all__ = ["TrainConfig", "TrainingLoop", "evaluate_images", "train_option_names", "model_config"]
 
 LN2 = math.log(2.0)
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
@@ -51,33 +51,59 @@ def _env_paths(var: str) -> list[str]:
     return [p.strip() for p in os.environ.get(var, "").split(",") if p.strip()]
 
 
+#: The architecture of the shipped models (raybb/weights/pln-q*.json: plain PLN, unit-scale
+#: Laplace likelihood) and the β of the default one, pln-q3: what a training run gets by default.
+DEFAULT_CHANNELS = {"N": 64, "M": 96, "F": 96, "G": 24}
+DEFAULT_VARIANT = "pln"
+DEFAULT_BETA = 0.05
+
+
+def _default_model() -> dict:
+    return {**DEFAULT_CHANNELS, **VARIANTS[DEFAULT_VARIANT]}
+
+
+def _opt(default: Any = None, help: str = "", flag: str | None = None, factory: Any = None) -> Any:  # noqa: A002
+    """A field with the help text (and, when it differs from the field name, the option name) that
+    ``raybb train`` and ``raybb sweep`` both use."""
+    meta = {"help": help, "flag": flag}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
+    """One training run's settings; ``raybb train`` and ``raybb sweep`` expose each as
+    ``--field-name`` (see :func:`train_option_names`), the API takes the fields."""
+
     # No built-in location: the data is wherever the user keeps it (--data, or $RAYBB_TRAIN_DATA).
-    data: list[str] = field(default_factory=lambda: _env_paths(TRAIN_DATA_ENV))
-    exclude: list[str] = field(default_factory=lambda: ["cid22/validation"])
-    val_data: list[str] = field(default_factory=lambda: _env_paths(VAL_DATA_ENV))
-    val_images: int = 12  # validation images used at each evaluation (first N, sorted)
-    model: dict = field(default_factory=dict)  # the architecture's config fields (LadderConfig for "pln")
+    data: list[str] = _opt(help="Training image folders or fsspec URLs.", factory=lambda: _env_paths(TRAIN_DATA_ENV))
+    exclude: list[str] = _opt(
+        help="Skip training files whose path contains this.", factory=lambda: ["cid22/validation"]
+    )
+    val_data: list[str] = _opt(help="Validation image folders/URLs.", factory=lambda: _env_paths(VAL_DATA_ENV))
+    val_images: int = _opt(12, "Validation images used at each evaluation (the first N, sorted).")
+    #: the architecture's config fields (LadderConfig for "pln"); on the command line --channels and --variant
+    model: dict = _opt(help="Architecture fields.", factory=_default_model)
     #: a registered fixed-rate architecture (raybb.model.arch); variable-rate models train with
     #: raybb.train.fast, which draws β per example
-    arch: str = "pln"
-    beta: float = 4.0
-    steps: int = 20000
-    batch: int = 8
-    patch: int = 128
-    lr: float = 5e-4
-    lr_final_factor: float = 0.2  # exponential decay to lr * this at the last step (1 = no decay)
-    warmup_steps: int = 1000  # KL warm-up
-    grad_clip: float = 5.0
-    seed: int = 0
-    log_every: int = 50
-    val_every: int = 1000
-    checkpoint_every: int = 500
-    num_threads: int = 0  # torch threads (0 = leave torch's default)
+    arch: str = _opt("pln", "Architecture name.")
+    beta: float = _opt(DEFAULT_BETA, "Rate weight β (higher = fewer bits).")
+    steps: int = _opt(20000, "Total optimizer steps.")
+    batch: int = _opt(8, "Patches per step.")
+    patch: int = _opt(128, "Patch side in pixels.")
+    lr: float = _opt(5e-4, "Adam learning rate.")
+    lr_final_factor: float = _opt(0.2, "Exponential decay to lr × this at the last step (1 = no decay).")
+    warmup_steps: int = _opt(1000, "KL warm-up steps (β ramps up linearly over them).")
+    grad_clip: float = _opt(5.0, "Gradient norm clip.")
+    seed: int = _opt(0, "Training RNG seed.")
+    log_every: int = _opt(50, "Log training metrics every this many steps.")
+    val_every: int = _opt(1000, "Validate every this many steps (0 = never).")
+    checkpoint_every: int = _opt(500, "Checkpoint every this many steps.")
+    num_threads: int = _opt(0, "torch threads (0 = torch's default).", flag="threads")
     # "bf16": convolutions under autocast (about 2x faster on CPUs with AMX/AVX-512-BF16 and on
     # GPUs); latent distributions, KLs, likelihood, optimizer state and weights stay float32.
-    precision: str = "fp32"
+    precision: str = _opt("fp32", "'fp32', or 'bf16' (convolutions in bfloat16, ~2x faster on AMX CPUs/GPUs).")
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -89,6 +115,60 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def help_for(cls, name: str) -> str:
+        return cls.__dataclass_fields__[name].metadata.get("help", "")
+
+
+#: TrainConfig fields set on the command line another way (``model``: --channels and --variant)
+#: or not at all (``arch``: fixed to the PLN there).
+_NOT_OPTIONS = ("model", "arch")
+
+#: Options both training commands take besides the TrainConfig fields, with their help.
+MODEL_OPTIONS = {
+    "channels": "N,M,F,G channel counts (default {N},{M},{F},{G}: the shipped models').".format(**DEFAULT_CHANNELS),
+    "variant": f"'pln' (unit-scale likelihood, the shipped models) or 'gamma-pln' (learned scale); "
+    f"default {DEFAULT_VARIANT}.",
+    "init_weights": "Start from these weights (fine-tuning).",
+}
+
+#: Old option names -> the one name now used (accepted with a warning).
+DEPRECATED_TRAIN_OPTIONS = {"--warmup": "--warmup-steps", "--betas": "--beta", "--variants": "--variant"}
+
+
+def option_flag(name: str) -> str:
+    """``--flag`` of a TrainConfig field or a MODEL_OPTIONS key."""
+    f = TrainConfig.__dataclass_fields__.get(name)
+    flag = (f.metadata.get("flag") if f is not None else None) or name
+    return "--" + flag.replace("_", "-")
+
+
+def train_option_names() -> list[str]:
+    """The options ``raybb train`` and ``raybb sweep`` share: every settable TrainConfig field,
+    then ``--channels``, ``--variant``, ``--init-weights``."""
+    names = [f.name for f in fields(TrainConfig) if f.name not in _NOT_OPTIONS]
+    return [option_flag(n) for n in names] + [option_flag(n) for n in MODEL_OPTIONS]
+
+
+def parse_channels(text: str) -> dict:
+    """``"64,96,96,24"`` -> ``{"N": 64, "M": 96, "F": 96, "G": 24}`` (ValueError otherwise)."""
+    try:
+        n, m, f, g = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--channels needs four integers N,M,F,G, not {text!r}") from None
+    if min(n, m, f, g) < 1:
+        raise ValueError(f"--channels must be positive, not {text!r}")
+    return {"N": n, "M": m, "F": f, "G": g}
+
+
+def model_config(channels: str | dict | None = None, variant: str | None = None) -> dict:
+    """The ``TrainConfig.model`` of ``--channels`` and ``--variant`` (defaults: the shipped models')."""
+    variant = variant or DEFAULT_VARIANT
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {sorted(VARIANTS)}, not {variant!r}")
+    ch = parse_channels(channels) if isinstance(channels, str) else dict(channels or DEFAULT_CHANNELS)
+    return {**ch, **VARIANTS[variant]}
 
 
 def evaluate_images(net: LadderNetwork, images: Sequence[torch.Tensor], seed: int = 0) -> dict:

@@ -56,3 +56,23 @@ def test_bucket_allow_empty_accepts_a_missing_source(tmp_path, ray_session):
     )
     assert r.exit_code == 0, r.output
     assert "(of 0)" in r.output
+
+
+def test_bucket_settings_reach_the_job(tmp_path, ray_session):
+    """Settings that had no flag before (shard pixels, worker memory, flush size...) and --quality."""
+    src = tmp_path / "photos"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(src / f"p{i}.png")
+    archive = tmp_path / "archive"
+    r = CliRunner().invoke(
+        app,
+        ["bucket", "compress", str(src), str(archive), "--quality", "1", "--workers", "1", "--gpu", "no",
+         "--worker-memory-mb", "1500", "--max-pixels", "4000000", "--shard-pixels", "1000",
+         "--max-in-flight", "1", "--flush-rows", "1", "--cpus-per-worker", "0.25", "--max-attempts", "2"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    rows = pq.read_table(archive / "_manifest.parquet").to_pylist()
+    assert len(rows) == 2 and all(row["status"] == "ok" and row["model_name"] == "pln-q1" for row in rows)
+    assert len(list((archive / "_manifest.parquet").glob("part-*.parquet"))) == 2  # one file per row

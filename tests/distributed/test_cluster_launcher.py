@@ -311,13 +311,11 @@ def test_ray_up_submit_down_on_loopback(tmp_path, tiny_model):
             _ray(
                 [
                     "submit", "--no-config-cache", str(cfg), "jobs/train_sweep.py", "--",
-                    "--betas", "3.0", "--variants", "pln", "--name", "sw", "--storage", f"{bucket}/sweeps",
+                    "--beta", "3.0", "--variant", "pln", "--name", "sw", "--storage", f"{bucket}/sweeps",
                     "--endpoint-url", s3.url, "--workers", "1", "--cpus-per-worker", "0.5", "--max-concurrent", "1",
                     "--data", f"{bucket}/train", "--exclude", "--val-data", f"{bucket}/val", "--val-images", "2",
                     "--steps", "4", "--batch", "2", "--patch", "64", "--lr", "1e-3", "--warmup-steps", "2",
-                    "--log-every", "2", "--val-every", "0", "--checkpoint-every", "2",
-                    # ray submit joins the arguments with spaces for the remote shell: quote JSON
-                    "--model", "'" + json.dumps({"N": 16, "M": 16, "F": 16, "G": 4}) + "'",
+                    "--log-every", "2", "--val-every", "0", "--checkpoint-every", "2", "--channels", "16,16,16,4",
                 ],
                 env, 400,
             )  # fmt: skip

@@ -1,8 +1,8 @@
 """The actor's rows, in process (no Ray): per-image failures, the model of each bitstream, notes.
 
-Issue 19: one unwritable output key failed its whole shard (and lost the cause); `bucket
-decompress` decoded every file with one model; tiny images got a NaN MS-SSIM in the manifest;
-animated inputs silently lost their frames.
+What is checked: one unwritable output key is one error row with its cause (not a failed
+shard); `bucket decompress` picks each file's model by fingerprint; tiny images get a null
+MS-SSIM with a note (not NaN); animated inputs keep a note that frames were dropped.
 """
 
 from __future__ import annotations

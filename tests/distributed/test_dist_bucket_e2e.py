@@ -61,7 +61,7 @@ def _run(env, dst, **kw):
         dst,
         model=env["model"],
         sampler=SAMPLER,
-        num_workers=2,
+        workers=2,
         shard_size=2,
         storage_options=env["s3"].storage_options,
         progress=events.append,
@@ -143,9 +143,7 @@ def test_compress_bucket_to_bucket_then_resume_then_decompress(env):
 
     # Decompress job: bitstreams back to PNG, pixel-identical to the codec's reconstruction.
     pngs = "s3://raybb-archive/png"
-    d = decompress_bucket(
-        dst, pngs, model=env["model"], sampler=SAMPLER, num_workers=2, shard_size=3, storage_options=opts
-    )
+    d = decompress_bucket(dst, pngs, model=env["model"], sampler=SAMPLER, workers=2, shard_size=3, storage_options=opts)
     assert (d.total, d.ok, d.errors) == (len(oks), len(oks), 0)
     png_loc = resolve(pngs, opts)
     for key in oks:

@@ -71,7 +71,7 @@ def test_killed_actor_shards_are_retried(env, tmp_path):
         str(dst),
         model=env["model"],
         sampler=SAMPLER,
-        num_workers=2,
+        workers=2,
         shard_size=1,
         progress=kill_one,
     )
@@ -99,7 +99,7 @@ def test_s3_restart_mid_job_completes(env):
         dst,
         model=env["model"],
         sampler=SAMPLER,
-        num_workers=2,
+        workers=2,
         shard_size=1,
         storage_options=opts,
         progress=restart,
@@ -116,8 +116,8 @@ DRIVER = textwrap.dedent(
     torch.set_num_threads(1)
     from raybb.distributed import compress_bucket
     src, dst, model, address = sys.argv[1:5]
-    compress_bucket(src, dst, model=model, sampler={sampler!r}, num_workers=2, shard_size=1,
-                    flush_rows=1, ray_address=address)
+    compress_bucket(src, dst, model=model, sampler={sampler!r}, workers=2, shard_size=1,
+                    flush_rows=1, address=address)
     """
 )
 
@@ -160,7 +160,7 @@ def test_killed_driver_then_rerun_resumes_without_recompressing(env, tmp_path):
     before = {p.relative_to(dst).as_posix(): p.stat().st_mtime_ns for p in dst.rglob("*.rbb")}
     assert 3 <= len(before) < len(files)
 
-    s = compress_bucket(str(src), str(dst), model=env["model"], sampler=SAMPLER, num_workers=2, shard_size=2)
+    s = compress_bucket(str(src), str(dst), model=env["model"], sampler=SAMPLER, workers=2, shard_size=2)
     df = _check_exactly_once(s, files, resolve(str(dst))).set_index("key")
     after = {p.relative_to(dst).as_posix(): p.stat().st_mtime_ns for p in dst.rglob("*.rbb")}
     # nothing that existed was rewritten

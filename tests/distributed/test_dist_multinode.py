@@ -71,7 +71,7 @@ def test_removed_node_shards_move_to_the_surviving_node(cluster, tmp_path, tiny_
             removed.append(ev.done)
 
     s = compress_bucket(
-        str(src), str(dst), model=tiny_model, sampler=SAMPLER, num_workers=2, shard_size=1, progress=remove_worker
+        str(src), str(dst), model=tiny_model, sampler=SAMPLER, workers=2, shard_size=1, progress=remove_worker
     )
     assert removed and removed[0] < 24
     assert s.actors_lost >= 1 and s.shard_retries >= 1, s  # SPREAD put one actor on the lost node
@@ -85,7 +85,7 @@ def test_removed_node_shards_move_to_the_surviving_node(cluster, tmp_path, tiny_
     assert df["node_id"].nunique() == 2  # both nodes did work before one vanished
 
     # Rerun on the surviving node: nothing that was done is redone; still one current row per key.
-    again = compress_bucket(str(src), str(dst), model=tiny_model, sampler=SAMPLER, num_workers=1, shard_size=4)
+    again = compress_bucket(str(src), str(dst), model=tiny_model, sampler=SAMPLER, workers=1, shard_size=4)
     assert again.already_done == len(ok) and again.processed == len(files) - len(ok)
     df2 = read_manifest(again.manifest).to_pandas().set_index("key")
     assert sorted(df2.index) == sorted(files) and df2.index.is_unique

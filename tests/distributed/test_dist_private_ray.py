@@ -1,4 +1,4 @@
-"""The private local Ray that raybb starts: loopback only, and gone when its driver goes (issue 19).
+"""The private local Ray that raybb starts: loopback only, and gone when its driver goes.
 
 Each test runs a real driver subprocess that starts the private instance (`init_ray`), records its
 processes, checks their listening sockets, then ends the driver and checks that every process it

@@ -37,12 +37,12 @@ CKPT_EVERY = 4
 
 def _cli_args(data: dict, storage: Path) -> list[str]:
     return [
-        "--betas", *map(str, BETAS), "--variants", "gamma-pln", "--name", "sw",
+        "--beta", *map(str, BETAS), "--variant", "gamma-pln", "--name", "sw",
         "--storage", str(storage), "--workers", "2", "--cpus-per-worker", "0.5", "--max-concurrent", "2",
         "--data", data["train"], "--exclude", "--val-data", data["val"], "--val-images", "2",
         "--steps", str(STEPS), "--batch", "2", "--patch", "64", "--lr", "1e-3", "--warmup-steps", "4",
         "--log-every", "2", "--val-every", "0", "--checkpoint-every", str(CKPT_EVERY),
-        "--model", json.dumps({"N": 16, "M": 16, "F": 16, "G": 4}),
+        "--channels", "16,16,16,4",
     ]  # fmt: skip
 
 
