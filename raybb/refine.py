@@ -122,6 +122,26 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _ms_ssim_fewer_scales(x, y, n)
 
 
+def nll_slope(likelihood, e: torch.Tensor) -> float:
+    """A = d/ds of the training likelihood's -log p at errors s·e, at s = 1: Σ|e|/γ for the Laplace
+    (an L1 loss), Σe²/γ² for the Gaussian (MSE). For the Gaussian with metric mse the slope match
+    λ = A / (2βS) is then exactly the training objective's weight 1 / (2βγ²)."""
+    from raybb.model.channel_ladder import GaussianLikelihood
+
+    gamma = likelihood.gamma().detach().view(1, -1, 1, 1)  # 1 for the unit-scale PLN
+    if isinstance(likelihood, GaussianLikelihood):
+        return float((e / gamma).pow(2).sum())
+    return float((e.abs() / gamma).sum())
+
+
+def lambda_scale(likelihood, metric: str) -> float:
+    """LAMBDA_SCALE for a Laplace-trained model (measured on the PLN); 1 for a Gaussian-trained one,
+    whose λ already is its training objective's (not tuned)."""
+    from raybb.model.channel_ladder import GaussianLikelihood
+
+    return 1.0 if isinstance(likelihood, GaussianLikelihood) else LAMBDA_SCALE[metric]
+
+
 class _Offsets:
     """A Gaussian's parameters as offsets from its initial value, in units of its initial std.
 
@@ -164,6 +184,7 @@ class Refiner:
         seed: int,
         metric: str = "mse",
         lam_scale: float = 1.0,
+        cond=None,
     ):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -171,6 +192,7 @@ class Refiner:
             raise ValueError(f"lam_scale must be a positive number, got {lam_scale!r}")
         self.model, self.x, self.h, self.w = model, x, h, w
         self.metric, self.beta, self.lam_scale = metric, float(beta), float(lam_scale)
+        self.cond = cond  # the model's conditioning for the stream's rate index (None: fixed rate)
         self.gen = torch.Generator(device=x.device).manual_seed(int(seed))
         self.lam: float | None = None
         self.stats = RefineStats()
@@ -189,8 +211,7 @@ class Refiner:
     def calibrate(self, x_hat: torch.Tensor) -> float:
         """λ from the amortised reconstruction (see the module docstring)."""
         e = (self._crop(x_hat) - self.x[..., : self.h, : self.w]).detach()
-        gamma = self.model.likelihood.gamma().detach().view(1, -1, 1, 1)  # 1 for the unit-scale PLN
-        a = float((e.abs() / gamma).sum())
+        a = nll_slope(self.model.likelihood, e)
         if self.metric == "mse":
             s = float(e.pow(2).sum())
             lam = a / (2.0 * self.beta * max(s, 1e-12))
@@ -200,7 +221,7 @@ class Refiner:
             d = [float(self._distortion(torch.nn.functional.pad(xr + k * e, self._pad()))) for k in (0.9, 1.1)]
             slope = max((d[1] - d[0]) / 0.2, 1e-12)
             lam = a / (self.beta * slope)
-        self.lam = lam * LAMBDA_SCALE[self.metric] * self.lam_scale
+        self.lam = lam * lambda_scale(self.model.likelihood, self.metric) * self.lam_scale
         return self.lam
 
     def _pad(self) -> tuple[int, int, int, int]:
@@ -225,50 +246,61 @@ class Refiner:
             self.stats.steps += len(losses)
         self.stats.seconds += time.perf_counter() - t0
 
-    # -- the two stages --------------------------------------------------------------------------
-    def level2(self, bu: Gaussian, q2: Gaussian, steps: int, lr: float) -> tuple[Gaussian, Gaussian]:
-        """Refine q(z2|x) and the bottom-up N(μx, σx²) jointly; returns (q2, bottom_up)."""
+    # -- one stage per latent, in coding order --------------------------------------------------
+    def _chain(self, index: int, z: torch.Tensor, decoded: list[torch.Tensor], features, sample: bool):
+        """Latents after ``index`` given z_index = ``z``: (all latents, their KL in nats). With
+        ``sample`` they are reparameterised samples (noise from the seeded generator), else means."""
+        m, cond = self.model, self.cond
+        zs = [*decoded, z]
+        kl = None
+        specs = m.latents()
+        for j in range(index + 1, len(specs)):
+            p = m.prior(j, zs, cond, self._shape(specs[j]))
+            q = m.posterior(j, features, zs, p, cond)
+            zs.append(q.rsample(self._noise(q.mean)) if sample else q.mean)
+            if sample:
+                k = q.kl(p).sum()
+                kl = k if kl is None else kl + k
+        return zs, kl
+
+    def _shape(self, spec) -> tuple[int, ...]:
+        return spec.shape(*self.x.shape[-2:])
+
+    def stage(
+        self, index: int, q: Gaussian, prior: Gaussian, features, decoded: list[torch.Tensor], steps: int, lr: float
+    ):
+        """Refine latent ``index``'s posterior ``q`` against ``prior`` (computed from the coded latents
+        ``decoded``, fixed here) before it is coded; returns (q, features).
+
+        When later latents remain, the analysis features they are computed from (a Gaussian: the
+        PLN's and the channel-ladder's bottom-up N(μx, σx²)) are refined jointly with ``q``, through
+        reparameterised samples of every later latent; for the last latent only its own posterior
+        moves, with the synthesis in the loop. The objective is Σ KL + λ·D over the rest of the chain.
+        For the PLN, stage 0 is the joint z2 + bottom-up refinement and stage 1 refines q(z1|z2, x)."""
         t0 = time.perf_counter()
         m = self.model
+        last = index == len(m.latents()) - 1
         if self.lam is None:
-            self.calibrate(m.synthesize(m.posterior1(bu, m.prior1(q2.mean)).mean))
+            with torch.no_grad():
+                self.calibrate(m.reconstruct(self._chain(index, q.mean, decoded, features, False)[0], self.cond))
         if steps <= 0:
             self._record([], t0)
-            return q2, bu
-        o2, ox = _Offsets(q2), _Offsets(bu)
-        opt = torch.optim.Adam(o2.params() + ox.params(), lr=lr)
+            return q, features
+        oq = _Offsets(q)
+        of = None if last or not isinstance(features, Gaussian) else _Offsets(features)
+        p = Gaussian(prior.mean.detach(), prior.std.detach())
+        standard = bool((p.mean == 0).all() and (p.std == 1).all())  # N(0, I): the closed form
+        opt = torch.optim.Adam(oq.params() + (of.params() if of is not None else []), lr=lr)
 
         def loss_fn() -> torch.Tensor:
-            g2 = o2.gaussian()
-            z2 = g2.rsample(self._noise(g2.mean))
-            p1 = m.prior1(z2)
-            q1 = m.posterior1(ox.gaussian(), p1)
-            z1 = q1.rsample(self._noise(q1.mean))
-            kl = g2.kl_standard().sum() + q1.kl(p1).sum()
-            return kl + self.lam * self._distortion(m.synthesize(z1))
+            g = oq.gaussian()
+            z = g.rsample(self._noise(g.mean))
+            kl = (g.kl_standard() if standard else g.kl(p)).sum()
+            zs, kl_rest = self._chain(index, z, decoded, of.gaussian() if of is not None else features, True)
+            if kl_rest is not None:
+                kl = kl + kl_rest
+            return kl + self.lam * self._distortion(m.reconstruct(zs, self.cond))
 
         losses = [self._step(opt, loss_fn) for _ in range(steps)]
         self._record(losses, t0)
-        return o2.detached(), ox.detached()
-
-    def level1(self, q1: Gaussian, p1: Gaussian, steps: int, lr: float) -> Gaussian:
-        """Refine q(z1|z2,x) itself against the coded z2's prior ``p1`` (fixed); returns q1."""
-        t0 = time.perf_counter()
-        m = self.model
-        if self.lam is None:
-            self.calibrate(m.synthesize(q1.mean))
-        if steps <= 0:
-            self._record([], t0)
-            return q1
-        o1 = _Offsets(q1)
-        p1 = Gaussian(p1.mean.detach(), p1.std.detach())
-        opt = torch.optim.Adam(o1.params(), lr=lr)
-
-        def loss_fn() -> torch.Tensor:
-            g1 = o1.gaussian()
-            z1 = g1.rsample(self._noise(g1.mean))
-            return g1.kl(p1).sum() + self.lam * self._distortion(m.synthesize(z1))
-
-        losses = [self._step(opt, loss_fn) for _ in range(steps)]
-        self._record(losses, t0)
-        return o1.detached()
+        return oq.detached(), (of.detached() if of is not None else features)

@@ -40,7 +40,9 @@ __all__ = [
     "BYTES_PER_TILE_PIXEL",
     "MIN_TILE_PIXELS",
     "Tiler",
+    "Untiled",
     "garbage_width",
+    "stage_runner",
     "tile_pixels_for",
     "tile_pixels_for_memory",
     "limit_heap_retention",
@@ -280,6 +282,61 @@ class Tiler:
 
         self._run(self._gs, tuple(z1.shape[-2:]), self._tile_z1, lambda r, c: z1[:, :, r, c], write)
         return out
+
+    # -- the protocol stages the Codec runs (raybb.model.protocol; the PLN: z2 = latent 0, z1 = 1) --
+    def analyze(self, rgb: np.ndarray, device: torch.device, cond=None) -> Gaussian:
+        return self.bottom_up(rgb, device)
+
+    def prior(self, index: int, decoded: list[torch.Tensor], cond, shape: tuple[int, ...]) -> Gaussian:
+        return self.prior1(decoded[0]) if index == 1 else self.model.prior(index, decoded, cond, shape)
+
+    def posterior(self, index: int, features: Gaussian, decoded, prior: Gaussian, cond=None, *, consume=False):
+        """``consume``: the features are not needed again, so level 1 may overwrite them in place."""
+        if index == 0:
+            return self.posterior2(features)
+        return self.posterior1_consuming(features, prior) if consume else self.model.posterior1(features, prior)
+
+    def reconstruct_uint8(self, decoded: list[torch.Tensor], cond, h: int, w: int) -> np.ndarray:
+        return self.synthesize_uint8(decoded[-1], h, w)
+
+
+class Untiled:
+    """The same stages for any ``raybb.model.protocol.LatentModel``, run over the whole image.
+
+    Used for architectures without tiling rules: the transforms' working memory then grows with the
+    image (docs/tiling.md gives the bound), while the decoder's pixel limit is still checked before
+    anything is allocated and allocation failures stay typed (Encode/DecodeOutOfMemory)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def single_tile(self, h: int, w: int) -> bool:
+        return True
+
+    def analyze(self, rgb: np.ndarray, device: torch.device, cond=None):
+        from raybb.model.ladder import pad_to_stride
+
+        x = torch.from_numpy(rgb.transpose(2, 0, 1).copy()).to(device, torch.float32).div_(255.0)[None]
+        return self.model.analyze(pad_to_stride(x, self.model.pad_stride)[0], cond)
+
+    def prior(self, index: int, decoded: list[torch.Tensor], cond, shape: tuple[int, ...]):
+        return self.model.prior(index, decoded, cond, shape)
+
+    def posterior(self, index: int, features, decoded, prior, cond=None, *, consume=False):
+        return self.model.posterior(index, features, decoded, prior, cond)
+
+    def reconstruct_uint8(self, decoded: list[torch.Tensor], cond, h: int, w: int) -> np.ndarray:
+        return to_uint8(self.model.reconstruct(decoded, cond), h, w)
+
+
+def stage_runner(model, tile_pixels: int = DEFAULT_TILE_PIXELS) -> Tiler | Untiled:
+    """How the Codec runs ``model``'s stages: tiled for the PLN (whose stacks have tiling rules
+    here), over the whole image for every other architecture."""
+    if isinstance(model, LadderNetwork):
+        return Tiler(model, tile_pixels)
+    if tile_pixels < MIN_TILE_PIXELS:
+        raise ValueError(f"tile_pixels must be >= {MIN_TILE_PIXELS}")
+    return Untiled(model)
 
 
 def to_uint8(x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:

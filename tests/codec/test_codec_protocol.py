@@ -1,0 +1,142 @@
+"""The Codec on any registered architecture (raybb.model.protocol): a 4-latent channel-ladder
+(z2 + 3 slices), variable- and fixed-rate, saved with raybb's weights writer and loaded with
+load_codec, round-trips through compress/decompress with the decoder's image equal to the encoder's
+reconstruction; effort and rate/quality settings go through the same path."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from raybb import bitstream
+from raybb.codec import Codec, load_codec
+from raybb.errors import CorruptPayload
+from raybb.levels import QUALITY_MAX, QUALITY_MIN, quality_of_rate, rate_of_quality
+from raybb.model.channel_ladder import ChannelLadderConfig, ChannelLadderNetwork
+from raybb.model.distributions import Gaussian
+from raybb.model.ladder import pad_to_stride
+from raybb.model.weights import save_weights
+from raybb.refine import Refiner
+
+TINY_CL = {"N": 8, "M": 12, "F": 8, "G": 4, "slices": (2, 4, 6), "prior_hidden": 8, "rate_levels": 16}
+
+
+def save_tiny_channel_ladder(path, **over):
+    """A tiny channel-ladder, random init with its β gains moved off identity, written to ``path``."""
+    torch.manual_seed(0)
+    m = ChannelLadderNetwork(ChannelLadderConfig(**{**TINY_CL, **over})).eval()
+    with torch.no_grad():  # gains away from their identity init, so the rate index changes the network
+        for name, p in m.named_parameters():
+            if "log_gain" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    save_weights(path, m, {"name": path.stem})
+    return path
+
+
+@pytest.fixture(scope="module")
+def cl_path(tmp_path_factory):
+    return save_tiny_channel_ladder(tmp_path_factory.mktemp("cl") / "cl-tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def cl_codec(cl_path) -> Codec:
+    return load_codec(cl_path)
+
+
+def test_variable_rate_channel_ladder_round_trips(cl_path, cl_codec, photo):
+    assert cl_codec.loaded.arch == "channel-ladder" and len(cl_codec.model.latents()) == 4
+    assert cl_codec.rate == 7  # the middle of 0..15
+    for rate in (0, 7, 15):
+        res = cl_codec.compress_with_stats(photo, seed=3, rate=rate, theoretical=True)
+        c = bitstream.parse(res.data)
+        assert c.rate == rate == res.rate and [s.level for s in c.sections] == [2, 1, 3, 4]
+        assert set(res.kl_bits_per_level) == set(res.coded_bits_per_level) == {2, 1, 3, 4}
+        assert res.kl_bits == pytest.approx(sum(res.kl_bits_per_level.values()))
+        assert all(v > 0 for v in res.coded_bits_per_level.values())
+        assert res.theoretical_psnr is not None and np.isfinite(res.theoretical_psnr)
+        out = load_codec(cl_path).decompress(res.data)  # a fresh decoder
+        assert out.shape == photo.shape and np.array_equal(out, res.reconstruction)
+        assert cl_codec.compress(photo, seed=3, rate=rate) == res.data
+
+
+def test_quality_maps_onto_the_rate_indices(cl_path, cl_codec, photo):
+    assert rate_of_quality(cl_codec.model, QUALITY_MIN) == 0
+    assert rate_of_quality(cl_codec.model, QUALITY_MAX) == 15
+    assert quality_of_rate(cl_codec.model, 15) == QUALITY_MAX
+    rates = [rate_of_quality(cl_codec.model, q) for q in np.linspace(QUALITY_MIN, QUALITY_MAX, 9)]
+    assert rates == sorted(rates) and len(set(rates)) == 9
+    codec = load_codec(cl_path, quality=2.5)
+    assert codec.rate == rate_of_quality(codec.model, 2.5)
+    for q in (QUALITY_MIN, 2.5, 4.0, 6.75, QUALITY_MAX):  # every point in range decodes
+        data = codec.compress(photo, seed=1, quality=q)
+        assert bitstream.parse(data).rate == rate_of_quality(codec.model, q)
+        assert codec.decompress(data).shape == photo.shape
+    for bad in (QUALITY_MIN - 0.1, QUALITY_MAX + 1, float("nan")):
+        with pytest.raises(ValueError):
+            codec.compress(photo, quality=bad)
+    with pytest.raises(ValueError):
+        codec.compress(photo, rate=16)
+    with pytest.raises(ValueError):
+        codec.compress(photo, rate=1, quality=2.0)
+
+
+def test_fixed_rate_models_take_no_rate(tmp_path, tiny_codec, photo):
+    with pytest.raises(ValueError):
+        tiny_codec.compress(photo, rate=0)
+    with pytest.raises(ValueError):
+        tiny_codec.compress(photo, quality=3.0)
+    codec = load_codec(save_tiny_channel_ladder(tmp_path / "fixed.safetensors", beta_anchors=0, rate_levels=0))
+    res = codec.compress_with_stats(photo[:40, :50], seed=2)
+    assert bitstream.parse(res.data).rate is None and res.rate is None and codec.quality is None
+    assert np.array_equal(codec.decompress(res.data), res.reconstruction)
+
+
+def test_wrong_rate_flag_is_corrupt_payload(cl_codec, tmp_path, photo):
+    c = bitstream.parse(cl_codec.compress(photo[:30, :30], seed=5, rate=3))
+    for bad in (replace(c, rate=None, flags=0), replace(c, rate=16), replace(c, sections=c.sections[:3])):
+        with pytest.raises(CorruptPayload):
+            cl_codec.decompress(bitstream.pack(bad))
+    fixed = load_codec(save_tiny_channel_ladder(tmp_path / "f.safetensors", beta_anchors=0, rate_levels=0))
+    c = bitstream.parse(fixed.compress(photo[:30, :30], seed=5))
+    with pytest.raises(CorruptPayload):
+        fixed.decompress(bitstream.pack(replace(c, rate=2, flags=c.flags | bitstream.FLAG_RATE)))
+
+
+@torch.no_grad()
+def _objective(ref: Refiner, q0: Gaussian, feats, k: int = 8) -> float:
+    """E[Σ KL + λ·D] over k fixed noise draws through the whole chain (the same draws for each q)."""
+    m, g, total = ref.model, torch.Generator().manual_seed(99), 0.0
+    shape = ref.x.shape[-2:]
+    for _ in range(k):
+        zs, kl = [], 0.0
+        for i, spec in enumerate(m.latents()):
+            p = m.prior(i, zs, ref.cond, spec.shape(*shape))
+            q = q0 if i == 0 else m.posterior(i, feats, zs, p, ref.cond)
+            zs.append(q.mean + q.std * torch.randn(q.mean.shape, generator=g))
+            kl += float(q.kl(p).sum())
+        total += kl + ref.lam * float(ref._distortion(m.reconstruct(zs, ref.cond)))
+    return total / k
+
+
+def test_refinement_lowers_the_channel_ladder_objective(cl_codec, photo):
+    m, rate = cl_codec.model, 10
+    cond = m.conditioning(rate, 1)
+    x, _ = pad_to_stride(cl_codec._image_tensor(photo), m.pad_stride)
+    with torch.no_grad():
+        feats = m.analyze(x, cond)
+        p0 = m.prior(0, [], cond, m.latents()[0].shape(*x.shape[-2:]))
+        q0 = m.posterior(0, feats, [], p0, cond)
+    ref = Refiner(m, x, *photo.shape[:2], beta=m.config.beta_of_rate(rate), seed=4, cond=cond)
+    q0r, feats_r = ref.stage(0, q0, p0, feats, [], steps=8, lr=0.05)
+    before, after = _objective(ref, q0, feats), _objective(ref, q0r, feats_r)
+    assert after < before, (before, after)
+    assert ref.stats.steps == 8 and ref.stats.objective_after < ref.stats.objective_before
+
+
+def test_effort_on_the_channel_ladder_decodes(cl_codec, photo):
+    plain = cl_codec.compress(photo, seed=8, rate=12)
+    res = cl_codec.compress_with_stats(photo, seed=8, rate=12, effort=1)
+    assert res.refine_steps == 4 and res.data != plain
+    assert cl_codec.compress(photo, seed=8, rate=12, effort=1) == res.data  # deterministic
+    assert np.array_equal(cl_codec.decompress(res.data), res.reconstruction)
