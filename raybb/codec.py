@@ -361,7 +361,10 @@ class Codec:
             raise ValueError("give at most one of rate and quality")
         if not m.rate_levels:
             if rate is not None or quality is not None:
-                raise ValueError(f"{self.model_name} is a fixed-rate model: it takes no rate or quality")
+                raise ValueError(
+                    f"{self.model_name} is a fixed-rate model: it takes no rate or quality "
+                    "(its family's other rates are other models: --quality N alone picks one)"
+                )
             return None
         if quality is not None:
             return rate_of_quality(m, quality)

@@ -8,30 +8,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from _codec_helpers import save_tiny_channel_ladder
 
 from raybb import bitstream
 from raybb.codec import Codec, load_codec
 from raybb.errors import CorruptPayload
 from raybb.levels import QUALITY_MAX, QUALITY_MIN, quality_of_rate, rate_of_quality
-from raybb.model.channel_ladder import ChannelLadderConfig, ChannelLadderNetwork
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import pad_to_stride
-from raybb.model.weights import save_weights
 from raybb.refine import Refiner
-
-TINY_CL = {"N": 8, "M": 12, "F": 8, "G": 4, "slices": (2, 4, 6), "prior_hidden": 8, "rate_levels": 16}
-
-
-def save_tiny_channel_ladder(path, **over):
-    """A tiny channel-ladder, random init with its β gains moved off identity, written to ``path``."""
-    torch.manual_seed(0)
-    m = ChannelLadderNetwork(ChannelLadderConfig(**{**TINY_CL, **over})).eval()
-    with torch.no_grad():  # gains away from their identity init, so the rate index changes the network
-        for name, p in m.named_parameters():
-            if "log_gain" in name:
-                p.add_(torch.randn_like(p) * 0.3)
-    save_weights(path, m, {"name": path.stem})
-    return path
 
 
 @pytest.fixture(scope="module")
