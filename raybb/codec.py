@@ -1,15 +1,19 @@
 """The ``Codec`` facade: ``compress(image) -> bytes`` and ``decompress(bytes) -> image``.
 
-Every caller (CLI, Ray actors, evaluation) goes through this class. It composes the ladder
-network (raybb.model), the coded samplers (raybb.coding) and the container (raybb.bitstream)::
+Every caller (CLI, Ray actors, evaluation) goes through this class. It composes a model of any
+registered architecture (raybb.model.protocol, raybb.model.arch), the coded samplers
+(raybb.coding) and the container (raybb.bitstream)::
 
-    image ─▶ pad ─▶ bottom_up ─▶ q(z2|x) ──coded sample (level 2)──▶ z2 ─▶ p(z1|z2)
-                        │                                                     │
-                        └──────────────▶ q(z1|z2,x) ──coded sample (level 1)──▶ z1 ─▶ x̂ ─▶ crop
+    image ─▶ pad ─▶ analyze ─▶ for each latent z_i in coding order:
+                                   p(z_i | z_<i) from the *coded* z_<i,  q(z_i | x, z_<i)
+                                   ──coded sample (level id i, its own shared randomness)──▶ z_i
+                               ─▶ reconstruct(z_0 … z_K-1) ─▶ x̂ ─▶ crop
 
-p(z1|z2) is computed from the *decoded* z2 sample on both sides, so the decoder repeats exactly
+Each prior is computed from the *decoded* samples on both sides, so the decoder repeats exactly
 what the encoder did: on the same device, ``decompress(compress(x))`` equals the encoder's own
-reconstruction bit for bit. A codec is ready as soon as it is loaded (no ``update()`` step).
+reconstruction bit for bit. For the PLN (z2 = level 2, then z1 = level 1) the stages run over
+tiles (raybb.tiling), other architectures over the whole image. A codec is ready as soon as it is
+loaded (no ``update()`` step).
 """
 
 from __future__ import annotations
@@ -210,9 +214,8 @@ def _float32_math(device: torch.device):
     """Run the network in true float32 on CUDA.
 
     PyTorch lets cuDNN convolutions use TF32 (10-bit mantissas) by default; the decoder would then
-    compute a visibly different function from the float32 one measured on the CPU. Measured on an
-    H100 with TF32 on: the same bitstream decoded on GPU and CPU differed by 1 level in ~1% of the
-    pixels. Deterministic algorithm choice keeps repeated decodes on one GPU identical.
+    compute a visibly different function from the float32 one on the CPU (docs/model.md, "Devices").
+    Deterministic algorithm choice keeps repeated decodes on one GPU identical.
     """
     if device.type != "cuda":
         yield

@@ -7,25 +7,28 @@ reparameterised samples through the synthesis transform plus the analytic KLs. O
 encoder hands the coded samplers changes, so every refined stream decodes with the unchanged
 decoder.
 
-Objective (nats): ``KL2 + KL1 + λ·D``, where D is the metric the user judges, on the image's own
-pixels (the stride padding is cropped away before decoding, so it costs nothing here):
+Objective (nats): ``Σ_i KL[q_i ‖ p_i] + λ·D``, where D is the metric the user judges, on the
+image's own pixels (the stride padding is cropped away before decoding, so it costs nothing here):
 
-* ``mse``: D = Σ(x − x̂)² over the crop. The shipped models were trained with an L1 likelihood
-  (unit-scale Laplace) at weight β on the KL; λ is set so that the squared error has the L1
-  term's slope at the image's *own* amortised error: if every error is scaled by s, Σ|e|/β grows
-  like s·A/β and λ·Σe² like s²·λ·S, so λ = A / (2βS) at s = 1 (A = Σ|e|, S = Σe²), times
-  LAMBDA_SCALE (measured). A further multiplier (``lam_scale``) moves along the model's RD curve;
+* ``mse``: D = Σ(x − x̂)² over the crop. λ is set so that the squared error has the slope of the
+  model's training likelihood term at the image's *own* amortised error: if every error is scaled
+  by s, the training term grows like s·A/β (A = Σ|e|/γ for the PLN's Laplace, an L1 loss) and
+  λ·Σe² like s²·λ·S, so λ = A / (2βS) at s = 1 (S = Σe²), times LAMBDA_SCALE (tuned on held-out
+  images). For a Gaussian-trained model (A = Σe²/γ², :func:`nll_slope`) this is exactly its
+  training weight 1/(2βγ²). β is the model's training β, or for a variable-rate model the β of
+  the stream's rate index. A further multiplier (``lam_scale``) moves along the model's RD curve;
   rate targeting searches it.
 * ``ms-ssim``: D = N·(1 − MS-SSIM) with N the pixel count, λ matched the same way (slope of the
-  L1 term along the amortised error direction).
+  likelihood term along the amortised error direction).
 
-Order: level 2 first (its mean/log-std and the bottom-up mean/log-std of level 1, jointly, through
-z2 → p(z1|z2) → q(z1|z2,x) → x̂), then the caller codes z2, then (``steps1``) level 1 is refined
-*against the prior of the z2 that was actually coded*, with only the synthesis transform in the
-loop. The "joint" schedule spends all steps in the first stage and codes both levels from it. On
-held-out images the sequential split did not beat joint refinement at the same step count
-(benchmarks/results/effort_tuning.md), so the effort levels are joint; the second stage stays
-available through a custom :class:`EffortLevel`.
+Order (:meth:`Refiner.stage`, one stage per latent in coding order): latent i's posterior is
+refined against its prior from the latents *already coded*, then the caller codes it. The first
+stage also refines the analysis features that every later posterior is formed from, jointly,
+through reparameterised samples of all later latents (for the PLN: q(z2|x) and the bottom-up
+N(μx, σx²), through z2 → p(z1|z2) → q(z1|z2,x) → x̂); a later stage moves only its own posterior,
+against the prior of the latents actually coded. An :class:`EffortLevel` gives the first stage
+``steps2`` steps and every later stage ``steps1``; the shipped levels spend all their steps in the
+first stage (docs/effort.md says why); the later stages stay available through a custom one.
 
 Deterministic for a given seed and device: the reparameterisation noise comes from a
 ``torch.Generator`` seeded with the stream seed. Memory is bounded: each step builds and frees
@@ -55,16 +58,16 @@ __all__ = [
 ]
 
 METRICS = ("mse", "ms-ssim")
-#: λ multiplier per metric on top of the slope match (chosen on held-out cid22/validation images,
-#: benchmarks/results/effort_tuning.md): for MSE, 2x keeps the rate near effort 0's and spends the
-#: refinement on quality (-20.8% equivalent rate in PSNR, +0.2% in MS-SSIM at 16 steps) where 1x
-#: lowers the rate but blurs (-22.5% PSNR, +5.7% MS-SSIM); for MS-SSIM only 1x was measured.
+#: λ multiplier per metric on top of the slope match, for Laplace-trained models (chosen on held-out
+#: cid22/validation images; docs/effort.md): for MSE, 2x keeps the rate near effort 0's and spends
+#: the refinement on quality, where 1x lowers the rate but blurs; for MS-SSIM only 1x was tried.
 LAMBDA_SCALE = {"mse": 2.0, "ms-ssim": 1.0}
 
 
 @dataclass(frozen=True)
 class EffortLevel:
-    """Adam steps before coding level 2 (``steps2``) and after it (``steps1``), and the step size."""
+    """Adam steps of the first, joint stage (``steps2``: before the PLN's level 2 is coded) and of
+    every later stage (``steps1``: the PLN's level 1), and the step size."""
 
     steps2: int
     steps1: int
@@ -72,14 +75,18 @@ class EffortLevel:
 
     @property
     def steps(self) -> int:
-        return self.steps2 + self.steps1
+        return self.steps2 + self.steps1  # for a two-latent model (the PLN)
+
+    def steps_for(self, latents: int) -> int:
+        """Steps in all for a model with ``latents`` coded latents."""
+        return self.steps2 + self.steps1 * (latents - 1)
 
 
-#: Effort levels: 0 is the amortised encoder (no refinement, byte-identical to earlier releases).
-#: Chosen on held-out cid22/validation images (benchmarks/results/effort_tuning.md): refining both
-#: levels jointly before coding was as good as or better than the sequential schedule at the same
-#: step count, so the levels use the joint one. Cost and gain on Kodak:
-#: benchmarks/results/effort_cpu.md. One step costs about one g_s forward + backward.
+#: Effort levels: 0 is the amortised encoder (no refinement). Chosen on held-out cid22/validation
+#: images: spending every step in the first, joint stage (all latents through the features) was as
+#: good as or better than splitting them with the later stages at the same step count, so the
+#: levels use the joint one (docs/effort.md has the cost and gain on Kodak). One step costs about
+#: one synthesis forward + backward.
 EFFORTS: dict[int, EffortLevel | None] = {
     0: None,
     1: EffortLevel(4, 0, 0.1),
@@ -87,10 +94,9 @@ EFFORTS: dict[int, EffortLevel | None] = {
     3: EffortLevel(32, 0, 0.1),
 }
 MAX_EFFORT = max(EFFORTS)
-#: Refinement holds one step's graph of the synthesis transform over the whole image: measured
-#: +220 MiB peak RSS for a 768x512 Kodak image (pln-q3, CPU), i.e. ~0.55 GiB per megapixel. Larger
-#: images are coded at effort 0 (the result reports 0 refinement steps), so a bucket worker's
-#: memory stays bounded (~2.2 GiB extra at this limit).
+#: Refinement holds one step's graph of the synthesis transform over the whole image (~0.55 GiB per
+#: megapixel for the PLN, docs/effort.md). Larger images are coded at effort 0 (the result reports
+#: 0 refinement steps), so a bucket worker's memory stays bounded.
 REFINE_MAX_PIXELS = 4 * 1024 * 1024
 
 
@@ -135,7 +141,7 @@ def nll_slope(likelihood, e: torch.Tensor) -> float:
 
 
 def lambda_scale(likelihood, metric: str) -> float:
-    """LAMBDA_SCALE for a Laplace-trained model (measured on the PLN); 1 for a Gaussian-trained one,
+    """LAMBDA_SCALE for a Laplace-trained model (tuned on the PLN); 1 for a Gaussian-trained one,
     whose λ already is its training objective's (not tuned)."""
     from raybb.model.channel_ladder import GaussianLikelihood
 
@@ -166,11 +172,11 @@ class _Offsets:
 
 
 class Refiner:
-    """Refines one image's posteriors under a frozen :class:`~raybb.model.ladder.LadderNetwork`.
+    """Refines one image's posteriors under a frozen model (any ``raybb.model.protocol.LatentModel``).
 
-    ``x`` is the padded image (1,3,H,W) in [0,1]; ``h, w`` its real size; ``beta`` the model's
-    training β (sets λ with the model's Laplace scale γ: A = Σ|e|/γ); ``seed`` seeds the
-    reparameterisation noise.
+    ``x`` is the padded image (1,3,H,W) in [0,1]; ``h, w`` its real size; ``beta`` the β the rate is
+    weighed with (sets λ with the model's likelihood scale γ); ``seed`` seeds the
+    reparameterisation noise; ``cond`` is the model's conditioning for the stream's rate index.
     """
 
     def __init__(

@@ -1,4 +1,8 @@
-"""Tiled transforms: the ladder network's convolution stacks over overlapping tiles, bounded memory.
+"""Tiled transforms: the PLN's convolution stacks over overlapping tiles, bounded memory.
+
+The Codec runs a model's stages (analyze, prior, posterior, reconstruct) through
+``stage_runner``: a :class:`Tiler` for the PLN, whose four stacks have tiling rules here, and
+:class:`Untiled` (the model's own methods over the whole image) for every other architecture.
 
 Why: at 24-100 MP the memory of an encode or decode is dominated by the full-resolution
 activations of g_a and g_s (N channels x H x W float32, several alive at once), not by the
@@ -13,7 +17,7 @@ an interior tile edge mirror padding only corrupts halo outputs, which are throw
 is derived from the stack's layers (:func:`garbage_width`), tiles are aligned to the stride, so
 the geometry is integers derived from the image size and the tile budget: the bitstream does not
 change at all, and an image that fits in one tile runs the untiled code itself (Kodak-size images
-give the same bytes as before). Measured differences tiled vs untiled: docs/tiling.md.
+gives the same bytes as untiled coding). Measured differences tiled vs untiled: docs/tiling.md.
 
 Mirror padding switches to replicate for maps of size <= pad (``layers.mirror_pad``). A tile is
 either the whole extent of a dimension or larger than any pad at every layer, so it makes the same
@@ -51,9 +55,8 @@ __all__ = [
 
 #: Default tile budget on the CPU: pixels per g_a/g_s tile, halo included (1024 x 1024: g_a
 #: interiors of 960 px, g_s interiors of 896 px). 1 MiP tiles keep the transforms' workspace
-#: near 0.25 GiB (BYTES_PER_TILE_PIXEL); with 2 MiP tiles a 100 MP encode peaked at 2148 MiB
-#: RSS, over the 2 GiB target (benchmarks/results/tiling_cpu.md). Halo overhead: ~14% more g_a
-#: and ~31% more g_s work than untiled (2 MiP: 10% / 21%).
+#: near 0.25 GiB (BYTES_PER_TILE_PIXEL), so a 100 MP encode stays under 2 GiB; why not larger
+#: tiles, and the halo overhead: docs/tiling.md.
 DEFAULT_TILE_PIXELS = 1024 * 1024
 #: Smallest budget accepted (a 256 x 256 tile: 128-px interior for g_s's 64-px halo).
 MIN_TILE_PIXELS = 256 * 256
@@ -98,9 +101,9 @@ def tile_pixels_for_memory(memory_bytes: int, max_pixels: int) -> int:
 def limit_heap_retention(threshold: int = 4 << 20) -> bool:
     """glibc only: serve allocations of ``threshold`` bytes or more with mmap, so that freed tiles
     and chunks go back to the OS instead of staying in the heap. glibc's default threshold grows
-    to 32 MB after large frees, and the heap then kept ~300 MB of freed tile temporaries resident
-    at 6 MP (peak RSS 1096 -> 852 MB with this; benchmarks/results/tiling_cpu.md). Process-wide,
-    so only the CLI and the Ray actors call it. Returns whether it was applied."""
+    to 32 MB after large frees, and the heap then keeps freed tile temporaries resident (the
+    effect on peak RSS: docs/tiling.md). Process-wide, so only the CLI and the Ray actors call it.
+    Returns whether it was applied."""
     try:
         return bool(ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold)))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):

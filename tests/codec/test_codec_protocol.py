@@ -125,3 +125,32 @@ def test_effort_on_the_channel_ladder_decodes(cl_codec, photo):
     assert res.refine_steps == 4 and res.data != plain
     assert cl_codec.compress(photo, seed=8, rate=12, effort=1) == res.data  # deterministic
     assert np.array_equal(cl_codec.decompress(res.data), res.reconstruction)
+
+
+@pytest.mark.slow
+def test_briefly_trained_variable_rate_model_rate_grows_with_quality(tmp_path):
+    """The trainer's 1000-step CPU run of a tiny variable-rate channel-ladder (the setup of
+    tests/train_loop/test_fast.py, 20-90 s on 2 cores), coded through load_codec at four qualities
+    across the range: every stream decodes to the encoder's reconstruction and the stream grows
+    with the quality."""
+    from PIL import Image
+    from train_loop.test_fast import TINY, _photo
+
+    from raybb.train.fast import FastConfig, train
+
+    (tmp_path / "train").mkdir()
+    for i in range(6):
+        Image.fromarray(_photo(i, 128, 128)).save(tmp_path / "train" / f"{i}.png")
+    train(FastConfig(out=str(tmp_path / "run"), data=[str(tmp_path / "train")], val_data=[],
+                     model={**TINY, "rate_levels": 16}, device="cpu", precision="fp32", channels_last=False,
+                     batch=4, patch=64, max_steps=1000, minutes=30, threads=1, log_every=1000, kl_warmup_steps=0,
+                     lr_warmup_steps=10, lr=1e-3, decay_fraction=0))  # fmt: skip
+    codec = load_codec(tmp_path / "run" / "model.safetensors")  # a small model is one file
+    img = _photo(11, 70, 90)
+    sizes = []
+    for q in (1.0, 1 + 7 * 5 / 15, 1 + 7 * 10 / 15, 8.0):  # rate indices 0, 5, 10, 15
+        res = codec.compress_with_stats(img, seed=1, quality=q)
+        assert np.array_equal(codec.decompress(res.data), res.reconstruction)
+        sizes.append(len(res.data))
+    assert [bitstream.parse(codec.compress(img, seed=1, quality=q)).rate for q in (1.0, 8.0)] == [0, 15]
+    assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False)), sizes
