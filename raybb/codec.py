@@ -11,9 +11,9 @@ registered architecture (raybb.model.protocol, raybb.model.arch), the coded samp
 
 Each prior is computed from the *decoded* samples on both sides, so the decoder repeats exactly
 what the encoder did: on the same device, ``decompress(compress(x))`` equals the encoder's own
-reconstruction bit for bit. For the PLN (z2 = level 2, then z1 = level 1) the stages run over
-tiles (raybb.tiling), other architectures over the whole image. A codec is ready as soon as it is
-loaded (no ``update()`` step).
+reconstruction bit for bit. The stages run over tiles where the architecture has tiling rules
+(raybb.tiling: the PLN, the channel-ladder), else over the whole image. A codec is ready as soon
+as it is loaded (no ``update()`` step).
 """
 
 from __future__ import annotations
@@ -338,7 +338,7 @@ class Codec:
         self.rate = self._rate_for(None, quality, default=True)
         self.max_pixels = max_pixels
         # the model's stages, run over tiles of at most this many pixels (None: sized for the
-        # device) where the architecture has tiling rules (the PLN), else over the whole image
+        # device) where the architecture has tiling rules (raybb.tiling), else over the whole image
         self.tiler = stage_runner(self.model, tile_pixels_for(self.device, tile_pixels))
 
     @property

@@ -1,9 +1,12 @@
-"""Peak memory of coding an image untiled with the channel-ladder (architectures without tiling rules).
+"""Peak memory of coding an image with the channel-ladder, tiled (the default) and untiled.
 
-    python benchmarks/untiled_memory.py --sizes 0.25 1 2        # -> results/untiled_memory.{md,json}
+    python benchmarks/channel_ladder_memory.py --sizes 1 2 6 --untiled 0.25 1 2
+        # -> results/channel_ladder_memory.{md,json}
 
-The Codec tiles only the PLN's stages (raybb.tiling); any other architecture runs its transforms
-over the whole image, so its memory grows with the image. This measures by how much: the default
+The Codec runs the channel-ladder's stages over tiles (raybb.tiling.ChannelLadderTiler); an
+architecture without tiling rules runs them over the whole image (raybb.tiling.Untiled, forced here
+with a tile budget larger than any image), so its memory grows with the image. This measures both:
+the default
 ``ChannelLadderConfig`` (N=128, M=192, 5 slices, variable rate; random weights, whose activations
 have the trained model's shapes) is written to a temporary weights file, and for each size a fresh
 subprocess loads it, compresses a synthetic image of that many megapixels (3:2, smooth + noise) and
@@ -33,13 +36,13 @@ torch.set_num_threads(1)
 from raybb.codec import load_codec
 from raybb.tiling import limit_heap_retention
 limit_heap_retention()
-path, mp = sys.argv[1], float(sys.argv[2])
+path, mp, tiles = sys.argv[1], float(sys.argv[2]), sys.argv[3] == "tiled"
 w = int(round((mp * 1e6 * 1.5) ** 0.5)); h = int(round(mp * 1e6 / w))
 rng = np.random.default_rng(0)
 yy, xx = np.mgrid[0:h, 0:w]
 img = np.stack([128 + 90 * np.sin(xx / 37.0), 128 + 80 * np.cos(yy / 23.0), (xx + yy) % 256], -1)
 img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
-codec = load_codec(path)
+codec = load_codec(path, tile_pixels=None if tiles else 1 << 40)
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096
 base = rss()
@@ -48,7 +51,7 @@ enc_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 del img
 t = time.perf_counter(); out = codec.decompress(data); td = time.perf_counter() - t
 dec_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"mp": mp, "width": w, "height": h, "bytes": len(data), "base_mib": base / 2**20,
+print(json.dumps({"mode": sys.argv[3], "mp": mp, "width": w, "height": h, "bytes": len(data), "base_mib": base / 2**20,
                   "encode_s": te, "encode_peak_mib": enc_peak / 2**20, "decode_s": td,
                   "peak_after_decode_mib": dec_peak / 2**20}))
 """
@@ -66,8 +69,9 @@ def _cpu() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=float, nargs="+", default=[0.25, 1.0, 2.0], help="megapixels")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "untiled_memory"))
+    ap.add_argument("--sizes", type=float, nargs="*", default=[1.0, 2.0, 6.0], help="megapixels, tiled")
+    ap.add_argument("--untiled", type=float, nargs="*", default=[0.25, 1.0, 2.0], help="megapixels, untiled")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "channel_ladder_memory"))
     a = ap.parse_args()
     import torch
 
@@ -80,8 +84,8 @@ def main() -> None:
         torch.manual_seed(0)
         save_weights(path, ChannelLadderNetwork(), {"name": "cl-default-random"})
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-        for mp in a.sizes:
-            r = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(mp)], capture_output=True, text=True,
+        for mode, mp in [("tiled", s) for s in a.sizes] + [("untiled", s) for s in a.untiled]:
+            r = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(mp), mode], capture_output=True, text=True,
                                env=env, timeout=3600)  # fmt: skip
             if r.returncode != 0:
                 print(r.stderr[-2000:], file=sys.stderr)
@@ -91,24 +95,28 @@ def main() -> None:
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{_cpu()}, {os.cpu_count()} cores",
-        "command": "python benchmarks/untiled_memory.py --sizes " + " ".join(f"{s:g}" for s in a.sizes),
+        "command": "python benchmarks/channel_ladder_memory.py --sizes "
+        + " ".join(f"{s:g}" for s in a.sizes)
+        + " --untiled "
+        + " ".join(f"{s:g}" for s in a.untiled),
         "torch_threads": 1,
         "model": "ChannelLadderConfig() defaults, random init, float32",
     }
     Path(a.out + ".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [
-        "# Untiled coding memory: channel-ladder (default config)",
+        "# Channel-ladder (default config): coding memory, tiled (default budget) and untiled",
         "",
         f"{meta['date']}, {meta['machine']}, one torch thread (machine shared with other jobs: seconds are",
         "indicative). Command: `" + meta["command"] + "`. Peak RSS is the whole process (torch + model",
         "included); 'base' is the RSS after loading the model.",
         "",
-        "| MP | size | encode s | encode peak RSS MiB | decode s | peak RSS after decode MiB | base MiB |",
-        "|---|---|---|---|---|---|---|",
+        "| tiles | MP | size | encode s | encode peak RSS MiB | decode s | peak RSS after decode MiB | base MiB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['mp']:g} | {r['width']}x{r['height']} | {r['encode_s']:.1f} | {r['encode_peak_mib']:.0f} | "
+            f"| {r['mode']} | {r['mp']:g} | {r['width']}x{r['height']} | {r['encode_s']:.1f} | "
+            f"{r['encode_peak_mib']:.0f} | "
             f"{r['decode_s']:.1f} | {r['peak_after_decode_mib']:.0f} | {r['base_mib']:.0f} |"
         )
     Path(a.out + ".md").write_text("\n".join(lines) + "\n")
