@@ -6,7 +6,7 @@ registered architecture (raybb.model.protocol, raybb.model.arch), the coded samp
 
     image ─▶ pad ─▶ analyze ─▶ for each latent z_i in coding order:
                                    p(z_i | z_<i) from the *coded* z_<i,  q(z_i | x, z_<i)
-                                   ──coded sample (level id i, its own shared randomness)──▶ z_i
+                                   ──coded sample (its level id, its own shared randomness)──▶ z_i
                                ─▶ reconstruct(z_0 … z_K-1) ─▶ x̂ ─▶ crop
 
 Each prior is computed from the *decoded* samples on both sides, so the decoder repeats exactly
@@ -474,6 +474,7 @@ class Codec:
             enc = self.samplers[spec.level].encode(_flat(q), _flat(p), StreamKey(seed, 0, spec.level))
             levels.append(_Level(spec.level, q, p, enc, tuple(q.mean.shape)))
             decoded.append(levels[-1].z)
+        t.release()
         sections = []
         for lv in levels:
             s = self.samplers[lv.level]

@@ -328,6 +328,9 @@ class Tiler:
     def reconstruct_uint8(self, decoded: list[torch.Tensor], cond, h: int, w: int) -> np.ndarray:
         return self.synthesize_uint8(decoded[-1], h, w)
 
+    def release(self) -> None:
+        """Drop what is kept between the stages of one image (the Codec calls it after encoding)."""
+
 
 class ChannelLadderTiler(Tiler):
     """The channel-ladder's stages over tiles, with the PLN's geometry: g_a (image -> stride 16),
@@ -416,13 +419,16 @@ class ChannelLadderTiler(Tiler):
         return Gaussian(mean, std)
 
     def reconstruct_uint8(self, decoded: list[torch.Tensor], cond, h: int, w: int) -> np.ndarray:
-        self._ctx = None  # this image's coding is over
+        self.release()  # this image's coding is over
         slices = decoded[1:]
 
         def read(r: slice, c: slice) -> torch.Tensor:
             return torch.cat([s[:, :, r, c] for s in slices], dim=1)
 
         return self._synth_stack(self._gs_stack(cond), tuple(slices[0].shape[-2:]), read, h, w)
+
+    def release(self) -> None:
+        self._ctx = None
 
 
 class Untiled:
@@ -452,6 +458,9 @@ class Untiled:
 
     def reconstruct_uint8(self, decoded: list[torch.Tensor], cond, h: int, w: int) -> np.ndarray:
         return to_uint8(self.model.reconstruct(decoded, cond), h, w)
+
+    def release(self) -> None:
+        pass
 
 
 def stage_runner(model, tile_pixels: int = DEFAULT_TILE_PIXELS) -> Tiler | Untiled:
