@@ -75,11 +75,7 @@ class EffortLevel:
 
     @property
     def steps(self) -> int:
-        return self.steps2 + self.steps1  # for a two-latent model (the PLN)
-
-    def steps_for(self, latents: int) -> int:
-        """Steps in all for a model with ``latents`` coded latents."""
-        return self.steps2 + self.steps1 * (latents - 1)
+        return self.steps2 + self.steps1  # for a two-latent model (the PLN): steps2 + (K-1)·steps1 for K
 
 
 #: Effort levels: 0 is the amortised encoder (no refinement). Chosen on held-out cid22/validation
