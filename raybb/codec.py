@@ -688,7 +688,7 @@ def load_codec(
     tile_pixels: int | None = None,
     quality: float | None = None,
 ) -> Codec:
-    """Load a model (registry name, quality number, or path to .safetensors; None = default) into a Codec.
+    """Load a model (registry name, path to .safetensors, or a quality number; None = default) into a Codec.
 
     ``quality``: for a variable-rate model, the point on its curve (raybb.levels.QUALITY_MIN ..
     QUALITY_MAX, any float); without ``model`` it is resolved like ``raybb compress --quality``
@@ -696,6 +696,8 @@ def load_codec(
     model at that quality). ``effort``/``metric``: the default encoder effort (see :meth:`Codec.compress`)."""
     from raybb.registry import resolve_model, resolve_quality
 
+    if isinstance(model, int | float) and not isinstance(model, bool) and quality is None:
+        model, quality = None, model  # a number is a quality (what the bucket jobs pass)
     if model is None and quality is not None:
         path, quality = resolve_quality(quality)
     else:

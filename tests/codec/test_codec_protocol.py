@@ -200,3 +200,11 @@ def test_channel_ladder_tiled_codec_round_trips(cl_path):
     assert np.array_equal(tiled.decompress(res.data), res.reconstruction)
     other = untiled.decompress(res.data)  # the untiled decoder: the same image up to float rounding
     assert np.abs(other.astype(int) - res.reconstruction.astype(int)).max() <= 1
+
+
+def test_a_number_for_model_is_a_quality(cl_path, monkeypatch):
+    """What the bucket jobs pass: ``load_codec(2.5)`` is ``load_codec(quality=2.5)``."""
+    monkeypatch.setenv("RAYBB_DEFAULT_MODEL", str(cl_path))
+    a, b = load_codec(2.5), load_codec(quality=2.5)
+    assert a.fingerprint == b.fingerprint and a.rate == b.rate == rate_of_quality(a.model, 2.5)
+    assert load_codec(3).rate == rate_of_quality(a.model, 3)  # an integer preset: a point on the curve
