@@ -208,3 +208,23 @@ def test_a_number_for_model_is_a_quality(cl_path, monkeypatch):
     a, b = load_codec(2.5), load_codec(quality=2.5)
     assert a.fingerprint == b.fingerprint and a.rate == b.rate == rate_of_quality(a.model, 2.5)
     assert load_codec(3).rate == rate_of_quality(a.model, 3)  # an integer preset: a point on the curve
+
+
+def test_pln_effort_zero_runs_each_stack_once(tiny_codec, photo):
+    """No extra passes on the PLN's effort-0 path: compress runs g_a, h_a and h_s once and never g_s;
+    compress_with_stats adds one g_s (the reconstruction); decompress runs h_s and g_s once."""
+    m = tiny_codec.model
+    calls = dict.fromkeys(("g_a", "h_a", "h_s", "g_s"), 0)
+    hooks = [
+        getattr(m, name).register_forward_hook(lambda *_, n=name: calls.__setitem__(n, calls[n] + 1)) for name in calls
+    ]
+    try:
+        data = tiny_codec.compress(photo, seed=1)
+        assert calls == {"g_a": 1, "h_a": 1, "h_s": 1, "g_s": 0}
+        tiny_codec.compress_with_stats(photo, seed=1)
+        assert calls == {"g_a": 2, "h_a": 2, "h_s": 2, "g_s": 1}
+        tiny_codec.decompress(data)
+        assert calls == {"g_a": 2, "h_a": 2, "h_s": 3, "g_s": 2}
+    finally:
+        for h in hooks:
+            h.remove()
