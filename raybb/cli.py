@@ -144,7 +144,13 @@ ModelOpt = Annotated[
     str | None, typer.Option("--model", "-m", help="Model name (see `raybb models`) or .safetensors path.")
 ]
 QualityOpt = Annotated[
-    int | None, typer.Option("--quality", "-q", help="Pick the shipped model pln-qN (1 = lowest rate).")
+    float | None,
+    typer.Option(
+        "--quality",
+        "-q",
+        help="A point on the rate curve (1 = lowest rate). A variable-rate model takes any value in 1..8 "
+        "(alone: the default model's; with --model: that model's); for the PLN family N picks pln-qN.",
+    ),
 ]
 SamplerOpt = Annotated[
     str | None,
@@ -215,7 +221,7 @@ TilePixelsOpt = Annotated[
 
 def _load(
     model: str | None,
-    quality: int | None,
+    quality: float | None,
     sampler: str | None,
     device: str | None,
     max_pixels: int | None = None,
@@ -224,12 +230,10 @@ def _load(
     from raybb.codec import load_codec
     from raybb.imageio import DEFAULT_MAX_PIXELS
 
-    if model is not None and quality is not None:
-        console.print("[red]error:[/red] give --model or --quality, not both")
-        raise typer.Exit(EXIT_USAGE)
     try:
         return load_codec(
-            quality if quality is not None else model,
+            model,
+            quality=quality,
             sampler=sampler,
             device=device,
             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
@@ -555,7 +559,8 @@ def widen(
 
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List installed models (shipped and $RAYBB_MODELS_DIR) with their measured Kodak rate/quality."""
+    """List installed models (shipped and $RAYBB_MODELS_DIR): architecture, rate or quality range, and
+    the measured Kodak rate/quality (a variable-rate model's whole curve when its sidecar has one)."""
     from raybb.registry import default_model_name, list_models
 
     infos = list_models()
@@ -565,26 +570,43 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         default = None
     if as_json:
         out.print_json(json.dumps([
-            {"name": i.name, "path": str(i.path), "fingerprint": i.fingerprint, "variant": i.variant, "beta": i.beta,
+            {"name": i.name, "path": str(i.path), "fingerprint": i.fingerprint, "arch": i.arch,
+             "variant": i.variant, "beta": i.beta, "rate_levels": i.rate_levels,
+             "quality": i.quality, "quality_range": i.quality_range, "beta_range": i.beta_range,
              "kodak_bpp": i.kodak_bpp, "kodak_psnr": i.kodak_psnr, "kodak_ms_ssim": i.kodak_ms_ssim,
-             "source": i.source, "default": i.name == default}
+             "kodak_curve": list(i.kodak_curve), "source": i.source, "default": i.name == default}
             for i in infos
         ]))  # fmt: skip
         return
-    t = Table(title="raybb models")
-    for col in ("name", "quality", "variant", "β", "Kodak bpp", "PSNR dB", "MS-SSIM", "fingerprint", "source"):
-        t.add_column(col)
 
     def fmt(v, spec):
         return "-" if v is None else format(v, spec)
 
+    t = Table(title="raybb models")
+    for col in ("name", "quality", "arch", "variant", "β", "Kodak bpp", "PSNR dB", "MS-SSIM", "fingerprint", "source"):
+        t.add_column(col)
     for i in infos:
+        if i.quality_range:
+            quality = f"{i.quality_range[0]:g}-{i.quality_range[1]:g}"
+            beta = f"{i.beta_range[1]:g}-{i.beta_range[0]:g}"
+        else:
+            quality, beta = fmt(i.quality, "d"), fmt(i.beta, "g")
         t.add_row(
-            i.name + (" (default)" if i.name == default else ""), fmt(i.quality, "d"), i.variant or "-",
-            fmt(i.beta, "g"), fmt(i.kodak_bpp, ".3f"), fmt(i.kodak_psnr, ".2f"), fmt(i.kodak_ms_ssim, ".4f"),
-            i.fingerprint[:16], i.source,
+            i.name + (" (default)" if i.name == default else ""), quality, i.arch, i.variant or "-", beta,
+            fmt(i.kodak_bpp, ".3f"), fmt(i.kodak_psnr, ".2f"), fmt(i.kodak_ms_ssim, ".4f"), i.fingerprint[:16],
+            i.source,
         )  # fmt: skip
     out.print(t)
+    for i in infos:
+        if not i.kodak_curve:
+            continue
+        c = Table(title=f"{i.name}: Kodak curve ({i.rate_levels} rate indices)")
+        for col in ("quality", "rate index", "bpp", "PSNR dB", "MS-SSIM"):
+            c.add_column(col)
+        for pt in i.kodak_curve:
+            c.add_row(fmt(pt["quality"], "g"), fmt(pt.get("rate"), "d"), fmt(pt["bpp"], ".3f"),
+                      fmt(pt["psnr"], ".2f"), fmt(pt["ms_ssim"], ".4f"))  # fmt: skip
+        out.print(c)
 
 
 @app.command("eval")

@@ -1,15 +1,19 @@
 """The ``Codec`` facade: ``compress(image) -> bytes`` and ``decompress(bytes) -> image``.
 
-Every caller (CLI, Ray actors, evaluation) goes through this class. It composes the ladder
-network (raybb.model), the coded samplers (raybb.coding) and the container (raybb.bitstream)::
+Every caller (CLI, Ray actors, evaluation) goes through this class. It composes a model of any
+registered architecture (raybb.model.protocol, raybb.model.arch), the coded samplers
+(raybb.coding) and the container (raybb.bitstream)::
 
-    image ─▶ pad ─▶ bottom_up ─▶ q(z2|x) ──coded sample (level 2)──▶ z2 ─▶ p(z1|z2)
-                        │                                                     │
-                        └──────────────▶ q(z1|z2,x) ──coded sample (level 1)──▶ z1 ─▶ x̂ ─▶ crop
+    image ─▶ pad ─▶ analyze ─▶ for each latent z_i in coding order:
+                                   p(z_i | z_<i) from the *coded* z_<i,  q(z_i | x, z_<i)
+                                   ──coded sample (its level id, its own shared randomness)──▶ z_i
+                               ─▶ reconstruct(z_0 … z_K-1) ─▶ x̂ ─▶ crop
 
-p(z1|z2) is computed from the *decoded* z2 sample on both sides, so the decoder repeats exactly
+Each prior is computed from the *decoded* samples on both sides, so the decoder repeats exactly
 what the encoder did: on the same device, ``decompress(compress(x))`` equals the encoder's own
-reconstruction bit for bit. A codec is ready as soon as it is loaded (no ``update()`` step).
+reconstruction bit for bit. The stages run over tiles where the architecture has tiling rules
+(raybb.tiling: the PLN, the channel-ladder), else over the whole image. A codec is ready as soon
+as it is loaded (no ``update()`` step).
 """
 
 from __future__ import annotations
@@ -39,16 +43,14 @@ from raybb.errors import (
     OutOfMemory,
     RaybbError,
     TooManyPixels,
-    WeightsError,
 )
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
-from raybb.levels import sampler_for_section
-from raybb.model.arch import DEFAULT_ARCH
+from raybb.levels import decode_levels, quality_of_rate, rate_of_quality, sampler_for_section, samplers_for
 from raybb.model.distributions import Gaussian
-from raybb.model.ladder import TOTAL_STRIDE, pad_to_stride
+from raybb.model.ladder import pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
 from raybb.refine import METRICS, REFINE_MAX_PIXELS, EffortLevel, Refiner, RefineStats, effort_level
-from raybb.tiling import Tiler, tile_pixels_for, to_uint8
+from raybb.tiling import stage_runner, tile_pixels_for, to_uint8
 
 __all__ = [
     "Codec",
@@ -143,7 +145,7 @@ class CompressResult:
     bpp: float  # actual: len(data) * 8 / pixels
     psnr: float  # of `reconstruction` against the input
     ms_ssim: float  # NaN when not computed (metrics.ms_ssim_missing_reason says why)
-    kl_bits: float  # theoretical rate: KL[q2‖p2] + KL[q1‖p1] (bits)
+    kl_bits: float  # theoretical rate: Σ_i KL[q_i‖p_i] over the coded latents (bits)
     encode_seconds: float
     reconstruction: np.ndarray  # exactly what decompress(data) returns on this device
     kl_bits_per_level: dict[int, float] = field(default_factory=dict)
@@ -154,20 +156,41 @@ class CompressResult:
     effort: int = 0  # encoder effort (raybb.refine.EFFORTS; -1 = a custom schedule)
     refine_steps: int = 0
     refine_seconds: float = 0.0
+    rate: int | None = None  # the stream's rate index (variable-rate models)
+
+
+@dataclass
+class _Level:
+    """One coded latent: its level id, posterior q, prior p and the sampler's encode result."""
+
+    level: int
+    q: Gaussian | None
+    p: Gaussian | None
+    enc: object  # raybb.coding.EncodeResult
+    shape: tuple[int, ...]
+
+    @property
+    def z(self) -> torch.Tensor:
+        return self.enc.sample.reshape(self.shape)
 
 
 @dataclass
 class _Encoded:
-    """What :meth:`Codec._encode` produced: the bytes, and per level (q, p, encode result)."""
+    """What :meth:`Codec._encode` produced: the bytes, and per latent (in coding order) q, p, result."""
 
     data: bytes
     rgb: np.ndarray
     seed: int
-    bottom_up: Gaussian | None  # N(μx, σx²), for the exact-sample reconstruction (None: tiled, recompute)
-    level2: tuple
-    level1: tuple
+    rate: int | None
+    cond: object  # the model's conditioning for ``rate``
+    features: object  # analysis features, for the exact-sample reconstruction (None: tiled, recompute)
+    levels: list[_Level]
     t0: float  # perf_counter at the start, for encode_seconds
     refine: RefineStats | None = None
+
+    @property
+    def latents(self) -> list[torch.Tensor]:
+        return [lv.z for lv in self.levels]
 
 
 def _seed_from_pixels(rgb: np.ndarray) -> int:
@@ -191,9 +214,8 @@ def _float32_math(device: torch.device):
     """Run the network in true float32 on CUDA.
 
     PyTorch lets cuDNN convolutions use TF32 (10-bit mantissas) by default; the decoder would then
-    compute a visibly different function from the float32 one measured on the CPU. Measured on an
-    H100 with TF32 on: the same bitstream decoded on GPU and CPU differed by 1 level in ~1% of the
-    pixels. Deterministic algorithm choice keeps repeated decodes on one GPU identical.
+    compute a visibly different function from the float32 one on the CPU (docs/model.md, "Devices").
+    Deterministic algorithm choice keeps repeated decodes on one GPU identical.
     """
     if device.type != "cuda":
         yield
@@ -286,7 +308,12 @@ def _flat(g) -> DiagGaussian:
 
 
 class Codec:
-    """A loaded model plus a sampler pipeline. Thread-compatible, not thread-safe (one per worker)."""
+    """A loaded model plus a sampler pipeline. Thread-compatible, not thread-safe (one per worker).
+
+    Works for every registered architecture through the model protocol (raybb.model.protocol):
+    latents are coded in the model's coding order, each against its prior from the latents coded
+    before it. ``quality`` (variable-rate models only) sets the default rate index of the streams
+    this codec writes (raybb.levels.rate_of_quality; None = the middle of the range)."""
 
     def __init__(
         self,
@@ -299,29 +326,20 @@ class Codec:
         effort: int = 0,
         metric: str = "mse",
         tile_pixels: int | None = None,
+        quality: float | None = None,
     ):
-        if loaded.arch != DEFAULT_ARCH:
-            # raybb.levels codes any protocol model; this facade (tiling, refinement, CLI, jobs) is
-            # still written for the PLN's two levels (docs/model.md, "switching the codec")
-            raise WeightsError(
-                f"architecture {loaded.arch!r} cannot be used by the Codec yet (only {DEFAULT_ARCH!r}); "
-                "code it with raybb.levels.compress_rgb / decompress_rgb"
-            )
         self.effort, self.metric = _check_effort(effort, metric)
         self.device = torch.device(device)
         self.loaded = loaded
         self.model = loaded.model.to(self.device).eval().requires_grad_(False)
         self.model_name = model_name or loaded.meta.get("name", "") or loaded.fingerprint[:12]
         self.pipeline = sampler or DEFAULT_PIPELINE
-        spec2, spec1 = parse_pipeline(sampler)
-        shape2, shape1 = self._latent_shapes(TOTAL_STRIDE, TOTAL_STRIDE)
-        self.samplers: dict[int, CodedSampler] = {
-            2: get_sampler(*_resolve_channels(spec2, shape2[1])),
-            1: get_sampler(*_resolve_channels(spec1, shape1[1])),
-        }
+        self.samplers: dict[int, CodedSampler] = samplers_for(self.model, *parse_pipeline(sampler))
+        self.rate = self._rate_for(None, quality, default=True)
         self.max_pixels = max_pixels
-        # transforms run over tiles of at most this many pixels (None: sized for the device)
-        self.tiler = Tiler(self.model, tile_pixels_for(self.device, tile_pixels))
+        # the model's stages, run over tiles of at most this many pixels (None: sized for the
+        # device) where the architecture has tiling rules (raybb.tiling), else over the whole image
+        self.tiler = stage_runner(self.model, tile_pixels_for(self.device, tile_pixels))
 
     @property
     def fingerprint(self) -> str:
@@ -332,6 +350,39 @@ class Codec:
         """The pipeline spec (e.g. 'pfr', 'is-gs', 'importance/pfr'): passing it back to
         ``load_codec(sampler=...)`` gives the same samplers and parameters."""
         return self.pipeline
+
+    @property
+    def quality(self) -> float | None:
+        """The quality of the default rate index (None for a fixed-rate model)."""
+        return None if self.rate is None else quality_of_rate(self.model, self.rate)
+
+    def _rate_for(self, rate: int | None, quality: float | None, default: bool = False) -> int | None:
+        """The rate index to code at: ``rate``, or ``quality`` mapped onto the model's range, or
+        the codec's default. ValueError for a rate setting a fixed-rate model cannot take."""
+        m = self.model
+        if rate is not None and quality is not None:
+            raise ValueError("give at most one of rate and quality")
+        if not m.rate_levels:
+            if rate is not None or quality is not None:
+                raise ValueError(
+                    f"{self.model_name} is a fixed-rate model: it takes no rate or quality "
+                    "(its family's other rates are other models: --quality N alone picks one)"
+                )
+            return None
+        if quality is not None:
+            return rate_of_quality(m, quality)
+        if rate is not None:
+            if type(rate) is not int or not 0 <= rate < m.rate_levels:
+                raise ValueError(f"rate index must be an integer in 0..{m.rate_levels - 1}, got {rate!r}")
+            return rate
+        return (m.rate_levels - 1) // 2 if default else self.rate
+
+    def _beta(self, rate: int | None) -> float:
+        """The β the refinement objective weighs the rate with: the rate index's for a variable-rate
+        model, the training β (weights meta) for a fixed-rate one."""
+        if rate is not None:
+            return float(self.model.config.beta_of_rate(rate))
+        return float(self.loaded.meta.get("beta", 1.0))
 
     # -- helpers --------------------------------------------------------------------------
     def _to_rgb(self, image) -> np.ndarray:
@@ -357,20 +408,31 @@ class Codec:
     def _to_uint8(self, x_hat: torch.Tensor, h: int, w: int) -> np.ndarray:
         return to_uint8(x_hat, h, w)
 
-    def _latent_shapes(self, h: int, w: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        hp = -(-h // TOTAL_STRIDE) * TOTAL_STRIDE
-        wp = -(-w // TOTAL_STRIDE) * TOTAL_STRIDE
-        c = self.loaded.config
-        return (1, c.G, hp // 64, wp // 64), (1, c.M, hp // 16, wp // 16)
+    def _padded(self, h: int, w: int) -> tuple[int, int]:
+        s = self.model.pad_stride
+        return -(-h // s) * s, -(-w // s) * s
+
+    def _latent_shapes(self, h: int, w: int) -> list[tuple[int, ...]]:
+        """Each coded latent's shape for an h x w image, in coding order."""
+        hp, wp = self._padded(h, w)
+        return [spec.shape(hp, wp) for spec in self.model.latents()]
 
     # -- encode ---------------------------------------------------------------------------
     def _encode(
-        self, image, seed: int | None, refine: EffortLevel | None = None, metric: str = "mse", lam_scale: float = 1.0
+        self,
+        image,
+        seed: int | None,
+        refine: EffortLevel | None = None,
+        metric: str = "mse",
+        lam_scale: float = 1.0,
+        rate: int | None = None,
     ) -> _Encoded:
         """Image -> bitstream, keeping what the statistics need (the caller holds no_grad/float32).
 
-        ``refine`` (an effort level's schedule) refines the posteriors for this image before each
-        level is coded (raybb.refine); None codes the amortised posteriors (effort 0)."""
+        Latent i's prior comes from the latents already coded (as the decoder will compute it),
+        its posterior from the image's analysis features. ``refine`` (an effort level's schedule)
+        refines each posterior against that prior before it is coded (raybb.refine: the first
+        stage jointly with the analysis features); None codes the amortised posteriors (effort 0)."""
         t0 = time.perf_counter()
         rgb = self._to_rgb(image)
         h, w = rgb.shape[:2]
@@ -380,36 +442,44 @@ class Codec:
         if not 0 <= seed < 2**63:
             raise CodingError("seed must be in [0, 2**63)")
         m, t = self.model, self.tiler
+        cond = m.conditioning(rate, 1, self.device)
+        hp, wp = self._padded(h, w)
+        specs = m.latents()
         ref = None
         if refine is not None and h * w <= REFINE_MAX_PIXELS:  # larger: effort 0 (memory, raybb.refine)
             # refinement back-propagates through the whole image (~0.55 GiB/MP), so it runs untiled
-            x, _ = pad_to_stride(self._image_tensor(rgb))
-            bu = m.bottom_up(x)
-            q2 = m.posterior2(bu)
-            beta = float(self.loaded.meta.get("beta", 1.0))
-            ref = Refiner(m, x, h, w, beta=beta, seed=seed, metric=metric, lam_scale=lam_scale)
-            q2, bu = ref.level2(bu, q2, refine.steps2, refine.lr)
-            keep_bu = True
+            x, _ = pad_to_stride(self._image_tensor(rgb), m.pad_stride)
+            feats = m.analyze(x, cond)
+            ref = Refiner(m, x, h, w, beta=self._beta(rate), seed=seed, metric=metric, lam_scale=lam_scale, cond=cond)
+            keep = True
         else:
-            bu = t.bottom_up(rgb, self.device)  # tiled g_a (raybb/tiling.py): memory bounded by the tile budget
-            keep_bu = t.single_tile(h, w)
-            q2 = t.posterior2(bu)
-        p2 = m.prior2_like(q2)
-        enc2 = self.samplers[2].encode(_flat(q2), _flat(p2), StreamKey(seed, 0, 2))
-        z2 = enc2.sample.reshape(q2.mean.shape)
-        p1 = t.prior1(z2)
-        if keep_bu:
-            q1 = m.posterior1(bu, p1)
-        else:  # a tiled image: q1 overwrites the bottom-up tensors (recomputed if ever needed again)
-            q1 = t.posterior1_consuming(bu, p1)
-            bu = None
-        if ref is not None:  # against the prior of the z2 actually coded
-            q1 = ref.level1(q1, p1, refine.steps1, refine.lr)
-        enc1 = self.samplers[1].encode(_flat(q1), _flat(p1), StreamKey(seed, 0, 1))
+            feats = t.analyze(rgb, self.device, cond)  # tiled g_a for the PLN: memory bounded by the tile budget
+            keep = t.single_tile(h, w)
+        decoded: list[torch.Tensor] = []
+        levels: list[_Level] = []
+        for i, spec in enumerate(specs):
+            shape = spec.shape(hp, wp)
+            p = t.prior(i, decoded, cond, shape)
+            # a tiled image: the last posterior overwrites the features (recomputed if ever needed again)
+            consume = ref is None and not keep and i == len(specs) - 1
+            if ref is not None:  # untiled, as the refinement that follows
+                q = m.posterior(i, feats, decoded, p, cond)
+            else:
+                q = t.posterior(i, feats, decoded, p, cond, consume=consume)
+            if consume:
+                feats = None
+            if ref is not None:
+                steps = refine.steps2 if i == 0 else refine.steps1
+                q, feats = ref.stage(i, q, p, feats, decoded, steps, refine.lr)
+            enc = self.samplers[spec.level].encode(_flat(q), _flat(p), StreamKey(seed, 0, spec.level))
+            levels.append(_Level(spec.level, q, p, enc, tuple(q.mean.shape)))
+            decoded.append(levels[-1].z)
+        t.release()
         sections = []
-        for level, enc, q in ((2, enc2, q2), (1, enc1, q1)):
-            s = self.samplers[level]
-            sections.append(bitstream.Section(level, s.sampler_id, tuple(s.params()), q.mean.numel(), enc.payload))
+        for lv in levels:
+            s = self.samplers[lv.level]
+            n = math.prod(lv.shape)
+            sections.append(bitstream.Section(lv.level, s.sampler_id, tuple(s.params()), n, lv.enc.payload))
         data = bitstream.pack(
             bitstream.Container(
                 fingerprint=self.loaded.short_fingerprint,
@@ -417,11 +487,12 @@ class Codec:
                 height=h,
                 seed=seed,
                 sections=tuple(sections),
+                rate=rate,
             )
         )
-        return _Encoded(data, rgb, seed, bu, (q2, p2, enc2), (q1, p1, enc1), t0, ref.stats if ref else None)
+        return _Encoded(data, rgb, seed, rate, cond, feats, levels, t0, ref.stats if ref else None)
 
-    def _encode_with(self, image, seed, effort, metric, target_bpp, target_psnr) -> _Encoded:
+    def _encode_with(self, image, seed, effort, metric, target_bpp, target_psnr, rate=None, quality=None) -> _Encoded:
         """:meth:`_encode` at an effort level (None = the codec's), optionally aiming at a target.
 
         A target searches the refinement's λ multiplier (TARGET_PROBES encodes) and keeps, for a
@@ -429,9 +500,10 @@ class Codec:
         at or above it; when the model cannot reach the target, the closest probe."""
         effort, metric = _check_effort(self.effort if effort is None else effort, metric or self.metric)
         _check_targets(target_bpp, target_psnr)
+        rate = self._rate_for(rate, quality)
         level = effort if isinstance(effort, EffortLevel) else effort_level(effort)
         if target_bpp is None and target_psnr is None:
-            return self._encode(image, seed, level, metric)
+            return self._encode(image, seed, level, metric, rate=rate)
         if level is None:
             raise ValueError("target_bpp/target_psnr need an effort of 1 or more (effort 0 does not refine)")
         from raybb.metrics import psnr
@@ -441,12 +513,11 @@ class Codec:
         lo, hi, t = -TARGET_SPAN, TARGET_SPAN, 0.0
         probes: list[tuple[float, float, _Encoded]] = []  # (bpp, psnr, encoded)
         for _ in range(TARGET_PROBES):
-            e = self._encode(rgb, seed, level, metric, lam_scale=2.0**t)
+            e = self._encode(rgb, seed, level, metric, lam_scale=2.0**t, rate=rate)
             bpp = len(e.data) * 8 / (rgb.shape[0] * rgb.shape[1])
             q = float("nan")
             if target_psnr is not None:
-                q1, _, enc1 = e.level1
-                q = psnr(rgb, self.tiler.synthesize_uint8(enc1.sample.reshape(q1.mean.shape), *rgb.shape[:2]))
+                q = psnr(rgb, self.tiler.reconstruct_uint8(e.latents, e.cond, *rgb.shape[:2]))
             probes.append((bpp, q, e))
             below = bpp <= target_bpp if target_bpp is not None else q < target_psnr
             lo, hi = (t, hi) if below else (lo, t)
@@ -476,23 +547,25 @@ class Codec:
         metric: str | None = None,
         target_bpp: float | None = None,
         target_psnr: float | None = None,
+        rate: int | None = None,
+        quality: float | None = None,
     ) -> CompressResult:
         """Compress and report rate, distortion and time (``theoretical`` adds exact-sample quality).
 
-        ``effort`` (None = the codec's), ``metric``, ``target_bpp`` and ``target_psnr``: see
-        :meth:`compress`."""
+        ``effort`` (None = the codec's), ``metric``, ``target_bpp``, ``target_psnr``, ``rate`` and
+        ``quality``: see :meth:`compress`."""
         from raybb.metrics import psnr  # metrics pulls pytorch-msssim; keep import lazy
 
-        e = self._encode_with(image, seed, effort, metric, target_bpp, target_psnr)
+        e = self._encode_with(image, seed, effort, metric, target_bpp, target_psnr, rate, quality)
         rgb, seed, m = e.rgb, e.seed, self.model
         h, w = rgb.shape[:2]
-        (q2, p2, enc2), (q1, p1, enc1) = e.level2, e.level1
-        kl2 = _kl_bits(q2, p2)
-        kl1 = _kl_bits(q1, p1)
-        z1 = enc1.sample.reshape(q1.mean.shape)
+        kl = {lv.level: _kl_bits(lv.q, lv.p) for lv in e.levels}
+        coded = {lv.level: 8 * len(lv.enc.payload) for lv in e.levels}
+        q0 = e.levels[0].q
         if not theoretical:  # a 100 MP image's q1 and p1 are 600 MB: free them before synthesis
-            e.level1 = q1 = p1 = None
-        rec = self.tiler.synthesize_uint8(z1, h, w)
+            for lv in e.levels:
+                lv.q = lv.p = None
+        rec = self.tiler.reconstruct_uint8(e.latents, e.cond, h, w)
         seconds = time.perf_counter() - e.t0
         res = CompressResult(
             data=e.data,
@@ -501,24 +574,32 @@ class Codec:
             bpp=len(e.data) * 8 / (w * h),
             psnr=psnr(rgb, rec),
             ms_ssim=_ms_ssim(rgb, rec),
-            kl_bits=kl1 + kl2,
+            kl_bits=sum(kl.values()),
             encode_seconds=seconds,
             reconstruction=rec,
-            kl_bits_per_level={2: kl2, 1: kl1},
-            coded_bits_per_level={2: 8 * len(enc2.payload), 1: 8 * len(enc1.payload)},
+            kl_bits_per_level=kl,
+            coded_bits_per_level=coded,
             seed=seed,
             effort=self._effort_number(effort),
             refine_steps=e.refine.steps if e.refine else 0,
             refine_seconds=e.refine.seconds if e.refine else 0.0,
+            rate=e.rate,
         )
         if theoretical:
+            # exact posterior samples instead of coded ones: the first latent from its coded
+            # posterior, every later one from its posterior given the exact samples before it
             g = torch.Generator(device=self.device).manual_seed(seed)
-            z2e = q2.mean + q2.std * torch.randn(q2.mean.shape, generator=g, device=self.device)
-            p1e = self.tiler.prior1(z2e)
-            bu = e.bottom_up if e.bottom_up is not None else self.tiler.bottom_up(rgb, self.device)
-            q1e = m.posterior1(bu, p1e)
-            z1e = q1e.mean + q1e.std * torch.randn(q1e.mean.shape, generator=g, device=self.device)
-            rec_e = self.tiler.synthesize_uint8(z1e, h, w)
+            feats = e.features if e.features is not None else self.tiler.analyze(rgb, self.device, e.cond)
+            hp, wp = self._padded(h, w)
+            zs: list[torch.Tensor] = []
+            for i, spec in enumerate(m.latents()):
+                if i == 0:
+                    q = q0
+                else:
+                    p = self.tiler.prior(i, zs, e.cond, spec.shape(hp, wp))
+                    q = self.tiler.posterior(i, feats, zs, p, e.cond)
+                zs.append(q.mean + q.std * torch.randn(q.mean.shape, generator=g, device=self.device))
+            rec_e = self.tiler.reconstruct_uint8(zs, e.cond, h, w)
             res.theoretical_psnr = psnr(rgb, rec_e)
             res.theoretical_ms_ssim = _ms_ssim(rgb, rec_e)
         return res
@@ -535,6 +616,8 @@ class Codec:
         metric: str | None = None,
         target_bpp: float | None = None,
         target_psnr: float | None = None,
+        rate: int | None = None,
+        quality: float | None = None,
     ) -> bytes:
         """The bitstream only: skips the reconstruction and quality metrics of :meth:`compress_with_stats`
         (a third of the encode time on a Kodak image).
@@ -543,8 +626,10 @@ class Codec:
         (raybb.refine.EFFORTS: more steps, more time, fewer bits for the quality); None = the codec's
         default. ``metric`` ('mse' or 'ms-ssim') is what refinement optimises. ``target_bpp`` /
         ``target_psnr`` (effort ≥ 1) search the refinement's rate-quality trade-off per image.
-        Every stream decodes with the same :meth:`decompress`."""
-        return self._encode_with(image, seed, effort, metric, target_bpp, target_psnr).data
+        ``rate`` (a rate index) or ``quality`` (raybb.levels.QUALITY_MIN..QUALITY_MAX) pick the
+        point of a variable-rate model (None: the codec's); a fixed-rate model takes neither
+        (ValueError). Every stream decodes with the same :meth:`decompress`."""
+        return self._encode_with(image, seed, effort, metric, target_bpp, target_psnr, rate, quality).data
 
     def _effort_number(self, effort) -> int:
         effort = self.effort if effort is None else effort
@@ -566,25 +651,13 @@ class Codec:
             raise ModelMismatch(
                 f"bitstream made by model {c.fingerprint.hex()}, this codec has {self.loaded.short_fingerprint.hex()}"
             )
-        if len(c.sections) != 2:
-            raise CorruptPayload(f"expected 2 level sections, found {len(c.sections)}")
-        shape2, shape1 = self._latent_shapes(c.height, c.width)
-        s2 = c.section(2)
-        s1 = c.section(1)
-        for s, shape in ((s2, shape2), (s1, shape1)):
-            if s.num_dims != math.prod(shape):
-                raise CorruptPayload(
-                    f"level {s.level} has {s.num_dims} dims; {math.prod(shape)} expected for this size"
-                )
-        sampler2 = self._sampler_for(s2)
-        sampler1 = self._sampler_for(s1)
-        zeros = torch.zeros(shape2, device=self.device)
-        p2 = DiagGaussian(zeros.reshape(-1), torch.ones_like(zeros).reshape(-1))
-        z2 = sampler2.decode(p2, StreamKey(c.seed, 0, 2), s2.payload).reshape(shape2)
-        p1 = self.tiler.prior1(z2)
-        z1 = sampler1.decode(_flat(p1), StreamKey(c.seed, 0, 1), s1.payload).reshape(shape1)
-        del p1
-        return self.tiler.synthesize_uint8(z1, c.height, c.width)
+        m = self.model
+        if (c.rate is None) != (m.rate_levels == 0):
+            raise CorruptPayload("rate index present for a fixed-rate model, or missing for a variable-rate one")
+        hp, wp = self._padded(c.height, c.width)
+        z = decode_levels(m, c.sections, hp, wp, c.seed, rate=c.rate, device=self.device, prior=self.tiler.prior)
+        cond = m.conditioning(c.rate, 1, self.device)
+        return self.tiler.reconstruct_uint8(z, cond, c.height, c.width)
 
     def _sampler_for(self, s: bitstream.Section) -> CodedSampler:
         return sampler_for_section(s)
@@ -613,13 +686,22 @@ def load_codec(
     effort: int = 0,
     metric: str = "mse",
     tile_pixels: int | None = None,
+    quality: float | None = None,
 ) -> Codec:
-    """Load a model (registry name, quality number, or path to .safetensors; None = default) into a Codec.
+    """Load a model (registry name, path to .safetensors, or a quality number; None = default) into a Codec.
 
-    ``effort``/``metric``: the default encoder effort (see :meth:`Codec.compress`)."""
-    from raybb.registry import resolve_model
+    ``quality``: for a variable-rate model, the point on its curve (raybb.levels.QUALITY_MIN ..
+    QUALITY_MAX, any float); without ``model`` it is resolved like ``raybb compress --quality``
+    (raybb.registry.resolve_quality: the default family's member pln-qN, or the default variable-rate
+    model at that quality). ``effort``/``metric``: the default encoder effort (see :meth:`Codec.compress`)."""
+    from raybb.registry import resolve_model, resolve_quality
 
-    path = resolve_model(model)
+    if isinstance(model, int | float) and not isinstance(model, bool) and quality is None:
+        model, quality = None, model  # a number is a quality (what the bucket jobs pass)
+    if model is None and quality is not None:
+        path, quality = resolve_quality(quality)
+    else:
+        path = resolve_model(model)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     loaded = load_weights(path, device=dev)
     name = Path(path).stem
@@ -632,4 +714,5 @@ def load_codec(
         effort=effort,
         metric=metric,
         tile_pixels=tile_pixels,
+        quality=quality,
     )

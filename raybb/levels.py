@@ -37,7 +37,43 @@ __all__ = [
     "decode_levels",
     "compress_rgb",
     "decompress_rgb",
+    "QUALITY_MIN",
+    "QUALITY_MAX",
+    "rate_of_quality",
+    "quality_of_rate",
 ]
+
+#: ``quality`` for a variable-rate model is a float in [QUALITY_MIN, QUALITY_MAX], linear in log β:
+#: QUALITY_MIN is the model's beta_max (its lowest rate), QUALITY_MAX its beta_min (highest rate).
+#: The integers 1..8 name eight points on it (as CompressAI's eight qualities do); the PLN family's
+#: quality N instead names the member pln-qN (raybb.registry).
+QUALITY_MIN, QUALITY_MAX = 1.0, 8.0
+
+
+def _rate_config(model_or_config):
+    c = getattr(model_or_config, "config", model_or_config)
+    if not getattr(c, "rate_levels", 0):
+        raise ValueError("a fixed-rate model has no quality range (pick another model of its family)")
+    return c
+
+
+def rate_of_quality(model_or_config, quality: float) -> int:
+    """The rate index for a quality in [QUALITY_MIN, QUALITY_MAX] (ValueError outside it)."""
+    c = _rate_config(model_or_config)
+    q = float(quality)
+    if not QUALITY_MIN <= q <= QUALITY_MAX:  # also refuses NaN
+        raise ValueError(f"quality must be in {QUALITY_MIN:g}..{QUALITY_MAX:g} for this model, got {quality!r}")
+    t = (q - QUALITY_MIN) / (QUALITY_MAX - QUALITY_MIN)
+    return c.rate_of_beta(c.beta_max * (c.beta_min / c.beta_max) ** t)
+
+
+def quality_of_rate(model_or_config, rate: int) -> float:
+    """The quality a rate index stands for (the inverse of ``rate_of_quality`` on the index grid)."""
+    c = _rate_config(model_or_config)
+    if type(rate) is not int or not 0 <= rate < c.rate_levels:
+        raise ValueError(f"rate index {rate!r} outside 0..{c.rate_levels - 1}")
+    return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * rate / (c.rate_levels - 1)
+
 
 #: A sampler: registry name and integer parameters (None = the sampler's defaults); as in raybb.codec.
 SamplerSpec = tuple[str, tuple[int, ...] | None]
@@ -137,9 +173,11 @@ def decode_levels(
     *,
     rate: int | None = None,
     device: torch.device | str = "cpu",
+    prior=None,
 ) -> list[torch.Tensor]:
     """The latents, in coding order, from a file's sections (``height``/``width``: the *padded*
-    size). Raises ``CorruptPayload`` when the sections do not fit the model."""
+    size). Raises ``CorruptPayload`` when the sections do not fit the model. ``prior`` replaces
+    ``model.prior`` (same signature; the Codec passes its tiled stages)."""
     specs = model.latents()
     by_level = {s.level: s for s in sections}
     if len(sections) != len(specs) or set(by_level) != {sp.level for sp in specs}:
@@ -151,14 +189,18 @@ def decode_levels(
         cond = model.conditioning(rate, 1, torch.device(device))
     except ValueError as e:
         raise CorruptPayload(f"rate index: {e}") from e
-    decoded: list[torch.Tensor] = []
-    for i, spec in enumerate(specs):
+    prior = prior or model.prior
+    for spec in specs:  # every section checked before anything is decoded
         s = by_level[spec.level]
         shape = spec.shape(height, width)
         if s.num_dims != math.prod(shape):
             raise CorruptPayload(f"level {s.level} has {s.num_dims} dims; {math.prod(shape)} expected for this size")
-        sampler = sampler_for_section(s)
-        p = model.prior(i, decoded, cond, shape)
+    samplers = [sampler_for_section(by_level[spec.level]) for spec in specs]
+    decoded: list[torch.Tensor] = []
+    for i, (spec, sampler) in enumerate(zip(specs, samplers, strict=True)):
+        s = by_level[spec.level]
+        shape = spec.shape(height, width)
+        p = prior(i, decoded, cond, shape)
         decoded.append(sampler.decode(_flat(p), StreamKey(seed, 0, spec.level), s.payload).reshape(shape))
     return decoded
 

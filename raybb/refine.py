@@ -7,25 +7,28 @@ reparameterised samples through the synthesis transform plus the analytic KLs. O
 encoder hands the coded samplers changes, so every refined stream decodes with the unchanged
 decoder.
 
-Objective (nats): ``KL2 + KL1 + λ·D``, where D is the metric the user judges, on the image's own
-pixels (the stride padding is cropped away before decoding, so it costs nothing here):
+Objective (nats): ``Σ_i KL[q_i ‖ p_i] + λ·D``, where D is the metric the user judges, on the
+image's own pixels (the stride padding is cropped away before decoding, so it costs nothing here):
 
-* ``mse``: D = Σ(x − x̂)² over the crop. The shipped models were trained with an L1 likelihood
-  (unit-scale Laplace) at weight β on the KL; λ is set so that the squared error has the L1
-  term's slope at the image's *own* amortised error: if every error is scaled by s, Σ|e|/β grows
-  like s·A/β and λ·Σe² like s²·λ·S, so λ = A / (2βS) at s = 1 (A = Σ|e|, S = Σe²), times
-  LAMBDA_SCALE (measured). A further multiplier (``lam_scale``) moves along the model's RD curve;
+* ``mse``: D = Σ(x − x̂)² over the crop. λ is set so that the squared error has the slope of the
+  model's training likelihood term at the image's *own* amortised error: if every error is scaled
+  by s, the training term grows like s·A/β (A = Σ|e|/γ for the PLN's Laplace, an L1 loss) and
+  λ·Σe² like s²·λ·S, so λ = A / (2βS) at s = 1 (S = Σe²), times LAMBDA_SCALE (tuned on held-out
+  images). For a Gaussian-trained model (A = Σe²/γ², :func:`nll_slope`) this is exactly its
+  training weight 1/(2βγ²). β is the model's training β, or for a variable-rate model the β of
+  the stream's rate index. A further multiplier (``lam_scale``) moves along the model's RD curve;
   rate targeting searches it.
 * ``ms-ssim``: D = N·(1 − MS-SSIM) with N the pixel count, λ matched the same way (slope of the
-  L1 term along the amortised error direction).
+  likelihood term along the amortised error direction).
 
-Order: level 2 first (its mean/log-std and the bottom-up mean/log-std of level 1, jointly, through
-z2 → p(z1|z2) → q(z1|z2,x) → x̂), then the caller codes z2, then (``steps1``) level 1 is refined
-*against the prior of the z2 that was actually coded*, with only the synthesis transform in the
-loop. The "joint" schedule spends all steps in the first stage and codes both levels from it. On
-held-out images the sequential split did not beat joint refinement at the same step count
-(benchmarks/results/effort_tuning.md), so the effort levels are joint; the second stage stays
-available through a custom :class:`EffortLevel`.
+Order (:meth:`Refiner.stage`, one stage per latent in coding order): latent i's posterior is
+refined against its prior from the latents *already coded*, then the caller codes it. The first
+stage also refines the analysis features that every later posterior is formed from, jointly,
+through reparameterised samples of all later latents (for the PLN: q(z2|x) and the bottom-up
+N(μx, σx²), through z2 → p(z1|z2) → q(z1|z2,x) → x̂); a later stage moves only its own posterior,
+against the prior of the latents actually coded. An :class:`EffortLevel` gives the first stage
+``steps2`` steps and every later stage ``steps1``; the shipped levels spend all their steps in the
+first stage (docs/effort.md says why); the later stages stay available through a custom one.
 
 Deterministic for a given seed and device: the reparameterisation noise comes from a
 ``torch.Generator`` seeded with the stream seed. Memory is bounded: each step builds and frees
@@ -55,16 +58,16 @@ __all__ = [
 ]
 
 METRICS = ("mse", "ms-ssim")
-#: λ multiplier per metric on top of the slope match (chosen on held-out cid22/validation images,
-#: benchmarks/results/effort_tuning.md): for MSE, 2x keeps the rate near effort 0's and spends the
-#: refinement on quality (-20.8% equivalent rate in PSNR, +0.2% in MS-SSIM at 16 steps) where 1x
-#: lowers the rate but blurs (-22.5% PSNR, +5.7% MS-SSIM); for MS-SSIM only 1x was measured.
+#: λ multiplier per metric on top of the slope match, for Laplace-trained models (chosen on held-out
+#: cid22/validation images; docs/effort.md): for MSE, 2x keeps the rate near effort 0's and spends
+#: the refinement on quality, where 1x lowers the rate but blurs; for MS-SSIM only 1x was tried.
 LAMBDA_SCALE = {"mse": 2.0, "ms-ssim": 1.0}
 
 
 @dataclass(frozen=True)
 class EffortLevel:
-    """Adam steps before coding level 2 (``steps2``) and after it (``steps1``), and the step size."""
+    """Adam steps of the first, joint stage (``steps2``: before the PLN's level 2 is coded) and of
+    every later stage (``steps1``: the PLN's level 1), and the step size."""
 
     steps2: int
     steps1: int
@@ -72,14 +75,14 @@ class EffortLevel:
 
     @property
     def steps(self) -> int:
-        return self.steps2 + self.steps1
+        return self.steps2 + self.steps1  # for a two-latent model (the PLN): steps2 + (K-1)·steps1 for K
 
 
-#: Effort levels: 0 is the amortised encoder (no refinement, byte-identical to earlier releases).
-#: Chosen on held-out cid22/validation images (benchmarks/results/effort_tuning.md): refining both
-#: levels jointly before coding was as good as or better than the sequential schedule at the same
-#: step count, so the levels use the joint one. Cost and gain on Kodak:
-#: benchmarks/results/effort_cpu.md. One step costs about one g_s forward + backward.
+#: Effort levels: 0 is the amortised encoder (no refinement). Chosen on held-out cid22/validation
+#: images: spending every step in the first, joint stage (all latents through the features) was as
+#: good as or better than splitting them with the later stages at the same step count, so the
+#: levels use the joint one (docs/effort.md has the cost and gain on Kodak). One step costs about
+#: one synthesis forward + backward.
 EFFORTS: dict[int, EffortLevel | None] = {
     0: None,
     1: EffortLevel(4, 0, 0.1),
@@ -87,10 +90,9 @@ EFFORTS: dict[int, EffortLevel | None] = {
     3: EffortLevel(32, 0, 0.1),
 }
 MAX_EFFORT = max(EFFORTS)
-#: Refinement holds one step's graph of the synthesis transform over the whole image: measured
-#: +220 MiB peak RSS for a 768x512 Kodak image (pln-q3, CPU), i.e. ~0.55 GiB per megapixel. Larger
-#: images are coded at effort 0 (the result reports 0 refinement steps), so a bucket worker's
-#: memory stays bounded (~2.2 GiB extra at this limit).
+#: Refinement holds one step's graph of the synthesis transform over the whole image (~0.55 GiB per
+#: megapixel for the PLN, docs/effort.md). Larger images are coded at effort 0 (the result reports
+#: 0 refinement steps), so a bucket worker's memory stays bounded.
 REFINE_MAX_PIXELS = 4 * 1024 * 1024
 
 
@@ -122,6 +124,26 @@ def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _ms_ssim_fewer_scales(x, y, n)
 
 
+def nll_slope(likelihood, e: torch.Tensor) -> float:
+    """A = d/ds of the training likelihood's -log p at errors s·e, at s = 1: Σ|e|/γ for the Laplace
+    (an L1 loss), Σe²/γ² for the Gaussian (MSE). For the Gaussian with metric mse the slope match
+    λ = A / (2βS) is then exactly the training objective's weight 1 / (2βγ²)."""
+    from raybb.model.channel_ladder import GaussianLikelihood
+
+    gamma = likelihood.gamma().detach().view(1, -1, 1, 1)  # 1 for the unit-scale PLN
+    if isinstance(likelihood, GaussianLikelihood):
+        return float((e / gamma).pow(2).sum())
+    return float((e.abs() / gamma).sum())
+
+
+def lambda_scale(likelihood, metric: str) -> float:
+    """LAMBDA_SCALE for a Laplace-trained model (tuned on the PLN); 1 for a Gaussian-trained one,
+    whose λ already is its training objective's (not tuned)."""
+    from raybb.model.channel_ladder import GaussianLikelihood
+
+    return 1.0 if isinstance(likelihood, GaussianLikelihood) else LAMBDA_SCALE[metric]
+
+
 class _Offsets:
     """A Gaussian's parameters as offsets from its initial value, in units of its initial std.
 
@@ -146,11 +168,11 @@ class _Offsets:
 
 
 class Refiner:
-    """Refines one image's posteriors under a frozen :class:`~raybb.model.ladder.LadderNetwork`.
+    """Refines one image's posteriors under a frozen model (any ``raybb.model.protocol.LatentModel``).
 
-    ``x`` is the padded image (1,3,H,W) in [0,1]; ``h, w`` its real size; ``beta`` the model's
-    training β (sets λ with the model's Laplace scale γ: A = Σ|e|/γ); ``seed`` seeds the
-    reparameterisation noise.
+    ``x`` is the padded image (1,3,H,W) in [0,1]; ``h, w`` its real size; ``beta`` the β the rate is
+    weighed with (sets λ with the model's likelihood scale γ); ``seed`` seeds the
+    reparameterisation noise; ``cond`` is the model's conditioning for the stream's rate index.
     """
 
     def __init__(
@@ -164,6 +186,7 @@ class Refiner:
         seed: int,
         metric: str = "mse",
         lam_scale: float = 1.0,
+        cond=None,
     ):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -171,6 +194,7 @@ class Refiner:
             raise ValueError(f"lam_scale must be a positive number, got {lam_scale!r}")
         self.model, self.x, self.h, self.w = model, x, h, w
         self.metric, self.beta, self.lam_scale = metric, float(beta), float(lam_scale)
+        self.cond = cond  # the model's conditioning for the stream's rate index (None: fixed rate)
         self.gen = torch.Generator(device=x.device).manual_seed(int(seed))
         self.lam: float | None = None
         self.stats = RefineStats()
@@ -189,8 +213,7 @@ class Refiner:
     def calibrate(self, x_hat: torch.Tensor) -> float:
         """λ from the amortised reconstruction (see the module docstring)."""
         e = (self._crop(x_hat) - self.x[..., : self.h, : self.w]).detach()
-        gamma = self.model.likelihood.gamma().detach().view(1, -1, 1, 1)  # 1 for the unit-scale PLN
-        a = float((e.abs() / gamma).sum())
+        a = nll_slope(self.model.likelihood, e)
         if self.metric == "mse":
             s = float(e.pow(2).sum())
             lam = a / (2.0 * self.beta * max(s, 1e-12))
@@ -200,7 +223,7 @@ class Refiner:
             d = [float(self._distortion(torch.nn.functional.pad(xr + k * e, self._pad()))) for k in (0.9, 1.1)]
             slope = max((d[1] - d[0]) / 0.2, 1e-12)
             lam = a / (self.beta * slope)
-        self.lam = lam * LAMBDA_SCALE[self.metric] * self.lam_scale
+        self.lam = lam * lambda_scale(self.model.likelihood, self.metric) * self.lam_scale
         return self.lam
 
     def _pad(self) -> tuple[int, int, int, int]:
@@ -225,50 +248,61 @@ class Refiner:
             self.stats.steps += len(losses)
         self.stats.seconds += time.perf_counter() - t0
 
-    # -- the two stages --------------------------------------------------------------------------
-    def level2(self, bu: Gaussian, q2: Gaussian, steps: int, lr: float) -> tuple[Gaussian, Gaussian]:
-        """Refine q(z2|x) and the bottom-up N(μx, σx²) jointly; returns (q2, bottom_up)."""
+    # -- one stage per latent, in coding order --------------------------------------------------
+    def _chain(self, index: int, z: torch.Tensor, decoded: list[torch.Tensor], features, sample: bool):
+        """Latents after ``index`` given z_index = ``z``: (all latents, their KL in nats). With
+        ``sample`` they are reparameterised samples (noise from the seeded generator), else means."""
+        m, cond = self.model, self.cond
+        zs = [*decoded, z]
+        kl = None
+        specs = m.latents()
+        for j in range(index + 1, len(specs)):
+            p = m.prior(j, zs, cond, self._shape(specs[j]))
+            q = m.posterior(j, features, zs, p, cond)
+            zs.append(q.rsample(self._noise(q.mean)) if sample else q.mean)
+            if sample:
+                k = q.kl(p).sum()
+                kl = k if kl is None else kl + k
+        return zs, kl
+
+    def _shape(self, spec) -> tuple[int, ...]:
+        return spec.shape(*self.x.shape[-2:])
+
+    def stage(
+        self, index: int, q: Gaussian, prior: Gaussian, features, decoded: list[torch.Tensor], steps: int, lr: float
+    ):
+        """Refine latent ``index``'s posterior ``q`` against ``prior`` (computed from the coded latents
+        ``decoded``, fixed here) before it is coded; returns (q, features).
+
+        When later latents remain, the analysis features they are computed from (a Gaussian: the
+        PLN's and the channel-ladder's bottom-up N(μx, σx²)) are refined jointly with ``q``, through
+        reparameterised samples of every later latent; for the last latent only its own posterior
+        moves, with the synthesis in the loop. The objective is Σ KL + λ·D over the rest of the chain.
+        For the PLN, stage 0 is the joint z2 + bottom-up refinement and stage 1 refines q(z1|z2, x)."""
         t0 = time.perf_counter()
         m = self.model
+        last = index == len(m.latents()) - 1
         if self.lam is None:
-            self.calibrate(m.synthesize(m.posterior1(bu, m.prior1(q2.mean)).mean))
+            with torch.no_grad():
+                self.calibrate(m.reconstruct(self._chain(index, q.mean, decoded, features, False)[0], self.cond))
         if steps <= 0:
             self._record([], t0)
-            return q2, bu
-        o2, ox = _Offsets(q2), _Offsets(bu)
-        opt = torch.optim.Adam(o2.params() + ox.params(), lr=lr)
+            return q, features
+        oq = _Offsets(q)
+        of = None if last or not isinstance(features, Gaussian) else _Offsets(features)
+        p = Gaussian(prior.mean.detach(), prior.std.detach())
+        standard = bool((p.mean == 0).all() and (p.std == 1).all())  # N(0, I): the closed form
+        opt = torch.optim.Adam(oq.params() + (of.params() if of is not None else []), lr=lr)
 
         def loss_fn() -> torch.Tensor:
-            g2 = o2.gaussian()
-            z2 = g2.rsample(self._noise(g2.mean))
-            p1 = m.prior1(z2)
-            q1 = m.posterior1(ox.gaussian(), p1)
-            z1 = q1.rsample(self._noise(q1.mean))
-            kl = g2.kl_standard().sum() + q1.kl(p1).sum()
-            return kl + self.lam * self._distortion(m.synthesize(z1))
+            g = oq.gaussian()
+            z = g.rsample(self._noise(g.mean))
+            kl = (g.kl_standard() if standard else g.kl(p)).sum()
+            zs, kl_rest = self._chain(index, z, decoded, of.gaussian() if of is not None else features, True)
+            if kl_rest is not None:
+                kl = kl + kl_rest
+            return kl + self.lam * self._distortion(m.reconstruct(zs, self.cond))
 
         losses = [self._step(opt, loss_fn) for _ in range(steps)]
         self._record(losses, t0)
-        return o2.detached(), ox.detached()
-
-    def level1(self, q1: Gaussian, p1: Gaussian, steps: int, lr: float) -> Gaussian:
-        """Refine q(z1|z2,x) itself against the coded z2's prior ``p1`` (fixed); returns q1."""
-        t0 = time.perf_counter()
-        m = self.model
-        if self.lam is None:
-            self.calibrate(m.synthesize(q1.mean))
-        if steps <= 0:
-            self._record([], t0)
-            return q1
-        o1 = _Offsets(q1)
-        p1 = Gaussian(p1.mean.detach(), p1.std.detach())
-        opt = torch.optim.Adam(o1.params(), lr=lr)
-
-        def loss_fn() -> torch.Tensor:
-            g1 = o1.gaussian()
-            z1 = g1.rsample(self._noise(g1.mean))
-            return g1.kl(p1).sum() + self.lam * self._distortion(m.synthesize(z1))
-
-        losses = [self._step(opt, loss_fn) for _ in range(steps)]
-        self._record(losses, t0)
-        return o1.detached()
+        return oq.detached(), (of.detached() if of is not None else features)

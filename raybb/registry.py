@@ -6,9 +6,15 @@ registry directory, optionally with a ``<name>.json`` sidecar holding measured K
     {"kodak_bpp": 0.31, "kodak_psnr": 30.2, "kodak_ms_ssim": 0.962, ...anything else...}
 
 (a nested ``{"kodak": {"bpp": ..., "psnr": ..., "ms_ssim": ...}}`` is read too, and so are the same
-keys inside the weights' own ``meta``; the sidecar wins). A family of models at several rates is
-named ``<family>-q1`` … ``<family>-qN`` with q1 the lowest rate, so ``--quality N`` means "qN of the
-default family".
+keys inside the weights' own ``meta``; the sidecar wins). A variable-rate model's curve is a list
+of points, one per measured quality::
+
+    {"kodak_curve": [{"quality": 1.0, "rate": 0, "bpp": 0.12, "psnr": 27.9, "ms_ssim": 0.93}, ...]}
+
+A family of fixed-rate models at several rates is named ``<family>-q1`` … ``<family>-qN`` with q1
+the lowest rate, so ``--quality N`` means "qN of the default family". When the default model is
+variable-rate, ``--quality`` is instead any float in its range (raybb.levels.QUALITY_MIN ..
+QUALITY_MAX), and the integers are names for points on it (``resolve_quality``).
 
 Directories searched, in order (the first holder of a name wins):
 
@@ -47,6 +53,7 @@ __all__ = [
     "registry_dirs",
     "list_models",
     "resolve_model",
+    "resolve_quality",
     "find_by_fingerprint",
     "register_model",
     "default_model_name",
@@ -75,6 +82,17 @@ class ModelInfo:
     kodak_psnr: float | None = None
     kodak_ms_ssim: float | None = None
     source: str = "shipped"  # "shipped" or "user"
+    arch: str = "pln"  # the architecture (raybb.model.arch)
+    rate_levels: int = 0  # 0: fixed rate; else the rate indices its streams may carry
+    beta_range: tuple[float, float] | None = None  # (beta_min, beta_max) of a variable-rate model
+    kodak_curve: tuple[dict, ...] = ()  # measured Kodak points of a variable-rate model (sidecar)
+
+    @property
+    def quality_range(self) -> tuple[float, float] | None:
+        """The ``--quality`` range of a variable-rate model (None: fixed rate, see ``quality``)."""
+        from raybb.levels import QUALITY_MAX, QUALITY_MIN
+
+        return (QUALITY_MIN, QUALITY_MAX) if self.rate_levels else None
 
     @property
     def family(self) -> str:
@@ -140,9 +158,12 @@ def _info(path: Path, source: str) -> ModelInfo:
         raise WeightsError(f"{path}: bad fingerprint in header")
     kodak = _kodak_fields(meta)
     kodak.update({k: v for k, v in _kodak_fields(_read_sidecar(path)).items() if v is not None})
+    arch, config = md.get("arch", "pln"), md["config"]
     variant = meta.get("variant")
     if variant is None:
-        variant = "gamma-pln" if md["config"].learn_scale else "pln"
+        variant = ("gamma-pln" if config.learn_scale else "pln") if arch == "pln" else arch
+    rate_levels = int(getattr(config, "rate_levels", 0) or 0)
+    side = _read_sidecar(path)
     return ModelInfo(
         name=path.name[: -len(".safetensors")],
         path=path,
@@ -150,8 +171,29 @@ def _info(path: Path, source: str) -> ModelInfo:
         variant=str(variant),
         beta=_float_or_none(meta.get("beta")),
         source=source,
+        arch=arch,
+        rate_levels=rate_levels,
+        beta_range=(float(config.beta_min), float(config.beta_max)) if rate_levels else None,
+        kodak_curve=_curve(side.get("kodak_curve", meta.get("kodak_curve"))),
         **kodak,
     )
+
+
+def _curve(points) -> tuple[dict, ...]:
+    """The well-formed points of a ``kodak_curve`` list, by quality (anything else is ignored)."""
+    if not isinstance(points, list):
+        return ()
+    out = []
+    for pt in points:
+        if not isinstance(pt, dict):
+            continue
+        row = {k: _float_or_none(pt.get(k)) for k in ("quality", "bpp", "psnr", "ms_ssim")}
+        if row["bpp"] is None:
+            continue
+        if isinstance(pt.get("rate"), int):
+            row["rate"] = pt["rate"]
+        out.append(row)
+    return tuple(sorted(out, key=lambda r: (r["quality"] is None, r["quality"] or 0.0, r["bpp"])))
 
 
 def _sort_key(info: ModelInfo) -> tuple:
@@ -264,6 +306,36 @@ def resolve_model(name_or_path_or_quality: str | int | os.PathLike | None = None
     if p.is_file():
         return p.resolve()
     raise ModelError(f"unknown model {x!r} (known: {', '.join(sorted(by_name)) or 'none installed'})")
+
+
+def resolve_quality(quality: float | int | str) -> tuple[Path, float | None]:
+    """(weights path, quality for that model) for ``--quality`` without ``--model``.
+
+    When the default model is variable-rate, ``quality`` is any float in its range and the model is
+    the default one; otherwise it must be an integer N and picks the default family's qN (as
+    ``resolve_model(N)``; the quality for the model is then None)."""
+    from raybb.levels import QUALITY_MAX, QUALITY_MIN
+
+    try:
+        q = float(quality.strip().lstrip("qQ")) if isinstance(quality, str) else float(quality)
+    except (TypeError, ValueError):
+        raise ModelError(f"quality must be a number, got {quality!r}") from None
+    models = list_models()
+    by_name = {m.name: m for m in models}
+    default = default_model_name(models)
+    info = by_name.get(default)
+    if info is None and Path(default).expanduser().is_file():
+        info = _info(Path(default).expanduser().resolve(), "user")
+    if info is not None and info.rate_levels:
+        if not QUALITY_MIN <= q <= QUALITY_MAX:
+            raise ModelError(f"quality must be in {QUALITY_MIN:g}..{QUALITY_MAX:g} for {info.name}, got {quality!r}")
+        return info.path, q
+    if not q.is_integer():
+        raise ModelError(
+            f"the default model family has qualities 1, 2, ... only (one model each), got {quality!r}; "
+            "fractional qualities need a variable-rate model"
+        )
+    return resolve_model(int(q)), None
 
 
 def find_by_fingerprint(fp_prefix: bytes | str) -> Path | None:

@@ -1,7 +1,7 @@
 """The architecture registry: name -> (model class, config dataclass, config check).
 
 Weights files name their architecture in the ``raybb.arch`` metadata key; files without it are
-the seed's PLN ("pln"), so every file written before the registry existed loads unchanged, with
+the original PLN ("pln"), so every file written before the registry existed loads unchanged, with
 the same fingerprint. Names are written in files: never rename or reuse one.
 """
 
@@ -20,7 +20,7 @@ __all__ = ["Architecture", "ARCHITECTURES", "DEFAULT_ARCH", "get_architecture", 
 
 #: what a weights file without ``raybb.arch`` is
 DEFAULT_ARCH = "pln"
-MAX_CHANNELS = 4096  # sanity bound on channel counts read from a file (the seed used 196)
+MAX_CHANNELS = 4096  # sanity bound on channel counts read from a file
 
 
 @dataclass(frozen=True)

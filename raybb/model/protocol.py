@@ -10,7 +10,8 @@ latent the model gives
 
 and the codec codes each latent with a coded sampler against its prior, in order. This is what
 CompressAI's ``CompressionModel`` is to quantised models, for coded sampling: the generic coding
-path is ``raybb.levels``, the architecture registry ``raybb.model.arch``.
+path is ``raybb.levels`` (and ``raybb.codec.Codec``, which adds tiling, refinement and rate
+settings), the architecture registry ``raybb.model.arch``.
 
 Every latent has a *level id*, the integer that names its section in the bitstream and its stream
 of shared randomness (``StreamKey(seed, 0, level)``); ids are unique within a model and never

@@ -140,3 +140,78 @@ def test_widen_writes_a_wider_model_with_the_same_output(tmp_path, images):
     assert r.exit_code == EXIT_USAGE and "narrow" in r.output
     r = runner.invoke(app, ["widen", "no-such-model", "-o", str(tmp_path / "n.safetensors")])
     assert r.exit_code == EXIT_MODEL
+
+
+@pytest.fixture()
+def channel_ladder(tmp_path) -> Path:
+    from codec._codec_helpers import save_tiny_channel_ladder
+
+    return save_tiny_channel_ladder(tmp_path / "cl-tiny.safetensors")
+
+
+def test_channel_ladder_through_the_cli(images, tmp_path, channel_ladder, monkeypatch):
+    """A 4-latent variable-rate model: --model PATH --quality X compresses, decompress (by --model or
+    by fingerprint from $RAYBB_MODELS_DIR) returns exactly the encoder's reconstruction."""
+    from raybb import bitstream
+    from raybb.codec import load_codec
+    from raybb.imageio import load_image
+    from raybb.levels import rate_of_quality
+
+    src = images / "a.png"
+    codec = load_codec(channel_ladder, quality=3.5)
+    expected = codec.compress_with_stats(load_image(src))
+    sizes = {}
+    for q in ("1", "3.5", "8"):
+        dst = tmp_path / f"q{q}.rbb"
+        r = runner.invoke(app, ["compress", str(src), "-o", str(dst), "--model", str(channel_ladder), "--quality", q])
+        assert r.exit_code == 0, r.output
+        assert bitstream.parse(dst.read_bytes()).rate == rate_of_quality(codec.model, float(q))
+        png = tmp_path / f"q{q}.png"
+        r = runner.invoke(app, ["decompress", str(dst), "-o", str(png), "--model", str(channel_ladder)])
+        assert r.exit_code == 0, r.output
+        sizes[q] = dst.stat().st_size
+    assert (tmp_path / "q3.5.rbb").read_bytes() == expected.data
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "q3.5.png")), expected.reconstruction)
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    shutil.copy(channel_ladder, reg / "cl-tiny.safetensors")
+    monkeypatch.setenv("RAYBB_MODELS_DIR", str(reg))
+    r = runner.invoke(app, ["decompress", str(tmp_path / "q8.rbb"), "-o", str(tmp_path / "byfp.png")])
+    assert r.exit_code == 0, r.output
+    # --quality alone: the default model's, here the variable-rate one
+    monkeypatch.setenv("RAYBB_DEFAULT_MODEL", "cl-tiny")
+    r = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "d.rbb"), "--quality", "3.5"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "d.rbb").read_bytes() == expected.data
+    r = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "x.rbb"), "--quality", "9"])
+    assert r.exit_code == EXIT_MODEL and not (tmp_path / "x.rbb").exists()
+
+
+def test_quality_on_fixed_rate_models(images, tmp_path, models_dir, monkeypatch):
+    """The PLN family keeps integer presets: --quality N picks <family>-qN; a fraction, or --quality
+    with a fixed-rate --model, is refused."""
+    monkeypatch.setenv("RAYBB_DEFAULT_MODEL", "tiny-q1")
+    src = images / "a.png"
+    r = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "a.rbb"), "--quality", "1", "--seed", "5"])
+    assert r.exit_code == 0, r.output
+    r2 = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "b.rbb"), "--model", "tiny-q1", "--seed", "5"])
+    assert r2.exit_code == 0 and (tmp_path / "a.rbb").read_bytes() == (tmp_path / "b.rbb").read_bytes()
+    r = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "c.rbb"), "--quality", "1.5"])
+    assert r.exit_code == EXIT_MODEL and "variable-rate" in r.output
+    r = runner.invoke(app, ["compress", str(src), "-o", str(tmp_path / "c.rbb"), "--model", str(TINY), "-q", "2"])
+    assert r.exit_code == EXIT_USAGE and "fixed-rate" in r.output
+
+
+def test_models_shows_arch_quality_range_and_curve(models_dir, channel_ladder):
+    shutil.copy(channel_ladder, models_dir / "cl-tiny.safetensors")
+    curve = [{"quality": q, "rate": r, "bpp": b, "psnr": p} for q, r, b, p in ((1, 0, 0.1, 26.0), (8, 15, 1.9, 36.5))]
+    (models_dir / "cl-tiny.json").write_text(json.dumps({"kodak_curve": curve}))
+    r = runner.invoke(app, ["models", "--json"])
+    assert r.exit_code == 0, r.output
+    by = {m["name"]: m for m in json.loads(r.output)}
+    cl, tiny = by["cl-tiny"], by["tiny-q1"]
+    assert (cl["arch"], cl["rate_levels"], cl["quality_range"]) == ("channel-ladder", 16, [1.0, 8.0])
+    assert [p["bpp"] for p in cl["kodak_curve"]] == [0.1, 1.9] and cl["kodak_curve"][1]["rate"] == 15
+    assert (tiny["arch"], tiny["quality"], tiny["quality_range"], tiny["kodak_curve"]) == ("pln", 1, None, [])
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "Kodak curve" in r.output and "36.50" in r.output  # the curve table

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raybb.model.channel_ladder import ChannelLadderConfig, ChannelLadderNetwork
 from raybb.model.ladder import LadderConfig, LadderNetwork
 from raybb.model.weights import save_weights
 
@@ -30,4 +31,21 @@ def assert_matches_golden_png(decoded: np.ndarray, expected: np.ndarray) -> None
 def make_tiny_weights(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     save_weights(path, LadderNetwork(TINY), {"name": f"tiny{seed}"})
+    return path
+
+
+#: A tiny variable-rate channel-ladder: z2 and three slices (4 coded latents), 16 rate indices.
+TINY_CL = {"N": 8, "M": 12, "F": 8, "G": 4, "slices": (2, 4, 6), "prior_hidden": 8, "rate_levels": 16}
+
+
+def save_tiny_channel_ladder(path: Path, **over) -> Path:
+    """A tiny channel-ladder, random init with its β gains moved off identity (so the rate index
+    changes the network), written with raybb's weights writer."""
+    torch.manual_seed(0)
+    m = ChannelLadderNetwork(ChannelLadderConfig(**{**TINY_CL, **over})).eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if "log_gain" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    save_weights(path, m, {"name": path.stem})
     return path

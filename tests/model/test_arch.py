@@ -71,16 +71,22 @@ def test_channel_ladder_round_trip(tmp_path):
     assert torch.equal(a.x_hat, ref.x_hat)
 
 
-def test_codec_refuses_an_architecture_it_cannot_code_yet(tmp_path):
-    """The Codec facade (tiling, refinement, CLI, jobs) is the PLN's; other architectures get a typed
-    error that points at raybb.levels, not an AttributeError deep inside."""
+def test_codec_loads_every_registered_architecture(tmp_path):
+    """The Codec codes any registered architecture through the model protocol (float16 file here);
+    the round trip itself is tested in tests/codec/test_codec_protocol.py."""
+    import numpy as np
+
     from raybb.codec import load_codec
-    from raybb.errors import WeightsError
 
     path = tmp_path / "ch.safetensors"
     save_weights(path, ChannelLadderNetwork(TINY_CH), {}, dtype=torch.float16)
-    with pytest.raises(WeightsError, match="raybb.levels"):
-        load_codec(path)
+    codec = load_codec(path)
+    assert codec.loaded.arch == "channel-ladder" and sorted(codec.samplers) == sorted(
+        s.level for s in codec.model.latents()
+    )
+    img = np.full((20, 30, 3), 90, np.uint8)
+    res = codec.compress_with_stats(img, seed=1)
+    assert np.array_equal(codec.decompress(res.data), res.reconstruction)
 
 
 def _forge(state: dict, cfg: dict, arch: str | None, fp_arch: str = "pln") -> bytes:
