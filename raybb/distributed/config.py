@@ -198,11 +198,12 @@ def check_model(
     ray_address = address if address is not None else os.environ.get("RAY_ADDRESS", "")
     if codec_factory is not None or ray_address.startswith("ray://"):
         return
+    text = os.fspath(model) if isinstance(model, os.PathLike) else str(model)
     try:
         if quality is not None:
             _resolve_quality(quality)
-        elif "://" not in os.fspath(model):
-            path = Path(os.fspath(model)).expanduser()
+        elif "://" not in text:
+            path = Path(text).expanduser()
             if path.is_file():
                 _check_weights_header(path)
             else:
