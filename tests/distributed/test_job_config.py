@@ -218,6 +218,7 @@ def test_bad_model_or_quality_is_refused_when_the_config_is_built(tmp_path):
         CompressJobConfig(model="no-such-model", quality=3)
     # what the actors can load passes: a weights file, a registry name, a quality, or nothing
     assert DecompressJobConfig(model=str(TINY)).model == str(TINY)
+    assert CompressJobConfig(model=TINY).model == TINY  # a PathLike too
     assert CompressJobConfig(model="pln-q2").model == "pln-q2"
     assert CompressJobConfig(quality=3).quality == 3
 
