@@ -76,6 +76,9 @@ MANIFEST = "manifest.json"
 
 @dataclass
 class FastConfig:
+    """One GPU window's settings; a field that is also a TrainConfig field (or ``init_weights``)
+    means the same thing and has the same option (:data:`SHARED_OPTIONS`)."""
+
     out: str = "runs/fast"
     data: list[str] = field(default_factory=lambda: [".gpu/data/train"])
     val_data: list[str] = field(default_factory=lambda: [".gpu/data/val"])
