@@ -6,11 +6,12 @@
 # from .gpu/data/train, 8 minutes of wall clock (data loading included), checkpoints every 2
 # minutes, resuming from .gpu/resume when it exists. Output: $OUT/run/ (weights as float16 files of
 # at most 15.9 MiB, manifest.json with lineage and pixels/s, metrics.jsonl).
-# Every setting is an environment variable: MINUTES ARCH MODEL INIT BETA BATCH PATCH LR DEVICE
-# COMPILE=1 DATA VAL PYTHON, and ARGS for any further raybb.train.fast flag.
+# Every setting is an environment variable: MINUTES ARCH MODEL INIT (--init-weights) BETA BATCH PATCH
+# LR DEVICE COMPILE=1 DATA VAL PYTHON, and ARGS for any further raybb.train.fast option (the names
+# of `raybb train` where they mean the same: --steps, --warmup-steps, --channels, --threads...).
 # CPU dry run (what tests/train_loop/test_fast.py runs):
 #   DEVICE=cpu MODEL='{"N":16,"M":24,"F":16,"G":8,"slices":[8,16],"prior_hidden":16}' \
-#   PATCH=64 BATCH=4 ARGS="--max-steps 20 --threads 1" OUT=/tmp/dry tools/gpu_train.sh
+#   PATCH=64 BATCH=4 ARGS="--steps 20 --threads 1" OUT=/tmp/dry tools/gpu_train.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -28,7 +29,7 @@ LR=${LR:-1e-4}
 DEVICE=${DEVICE:-cuda}
 EXTRA=()
 if [ "${COMPILE:-0}" = 1 ]; then EXTRA+=(--compile); fi
-if [ -n "$INIT" ]; then EXTRA+=(--init "$INIT"); fi
+if [ -n "$INIT" ]; then EXTRA+=(--init-weights "$INIT"); fi
 if [ -n "${BETA:-}" ]; then EXTRA+=(--beta "$BETA"); fi
 if [ "$DEVICE" = cpu ]; then EXTRA+=(--precision fp32 --no-channels-last); fi
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

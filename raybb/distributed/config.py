@@ -9,17 +9,24 @@ Each setting has one name everywhere: the field name here is the keyword of
 option of ``raybb bucket compress`` and of ``jobs/compress_bucket.py``; a test checks the three
 agree. Names used before are accepted as deprecated aliases (:data:`DEPRECATED_NAMES`).
 
-Pure Python (no Ray import), so the CLI can describe its options without starting anything.
+Pure Python (no Ray import), so the CLI can describe its options without starting anything. A
+``model`` or ``quality`` that is given is resolved when the config is built (:func:`check_model`),
+so a bad one is refused on the driver, before Ray starts or anything is written, rather than by
+every actor after its retries.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import warnings
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal
 
 from raybb.distributed.partition import DEFAULT_SHARD_BYTES, DEFAULT_SHARD_IMAGES, DEFAULT_SHARD_PIXELS
+from raybb.errors import ModelError, WeightsError
 from raybb.imageio import DEFAULT_MAX_PIXELS
 
 __all__ = [
@@ -27,7 +34,9 @@ __all__ = [
     "CompressJobConfig",
     "DecompressJobConfig",
     "DEPRECATED_NAMES",
+    "JobModelError",
     "UseGpu",
+    "check_model",
     "config_from",
     "parse_gpu",
 ]
@@ -83,6 +92,10 @@ class BucketJobConfig:
     dst_storage_options: dict | None = _opt(None, "fsspec options for DST (override).", repr=False)
 
     def __post_init__(self) -> None:
+        self._check_settings()
+        self._check_model()
+
+    def _check_settings(self) -> None:
         if isinstance(self.gpu, str):  # the command-line spelling: auto | yes | no
             object.__setattr__(self, "gpu", parse_gpu(self.gpu))
         if self.gpu not in (True, False, "auto"):
@@ -101,6 +114,9 @@ class BucketJobConfig:
             from raybb.tiling import tile_pixels_for_memory
 
             tile_pixels_for_memory(self.worker_memory_mb * 2**20, self.max_pixels)
+
+    def _check_model(self) -> None:
+        check_model(self.model, codec_factory=self.codec_factory, address=self.address)
 
     @classmethod
     def option_names(cls, *, api_only: bool = False) -> list[str]:
@@ -130,8 +146,8 @@ class CompressJobConfig(BucketJobConfig):
     target_psnr: float | None = _opt(None, "Aim at this PSNR per image (effort >= 1).")
     verify: bool = _opt(False, "Decode each bitstream again before marking it ok.", True)
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def _check_settings(self) -> None:
+        super()._check_settings()
         from raybb.codec import _check_effort, _check_targets
 
         _check_effort(self.effort, self.metric)
@@ -141,6 +157,9 @@ class CompressJobConfig(BucketJobConfig):
         if self.model is not None and self.quality is not None:
             raise ValueError("give model or quality, not both")
 
+    def _check_model(self) -> None:
+        check_model(self.model, self.quality, codec_factory=self.codec_factory, address=self.address)
+
 
 @dataclass(frozen=True)
 class DecompressJobConfig(BucketJobConfig):
@@ -149,6 +168,87 @@ class DecompressJobConfig(BucketJobConfig):
     Each bitstream is decoded with the model its fingerprint names (``model`` first, else any
     installed model), so there is nothing to choose beyond the shared settings.
     """
+
+
+class JobModelError(ModelError, ValueError):
+    """A job's ``model`` or ``quality`` names no loadable model: refused when the config is built.
+
+    A :class:`~raybb.errors.ModelError`, and a ValueError like every other bad setting, so the CLI and
+    ``jobs/compress_bucket.py`` report it as a usage error (exit 2) before Ray starts."""
+
+
+def check_model(
+    model: str | os.PathLike | None,
+    quality: int | float | None = None,
+    *,
+    codec_factory: str | None = None,
+    address: str | None = None,
+) -> None:
+    """Resolve ``model`` or ``quality`` here as the actors' codec will (raybb.registry), or raise
+    :class:`JobModelError`.
+
+    A registry name or a quality must be installed; a local weights file must exist and its
+    safetensors header must be raybb weights (only the header is read, not the tensors). Not
+    checked: neither given (the default model: resolved by the actors), a URL (``s3://...``: read
+    by the actors, not here), a custom ``codec_factory`` (it gives ``model`` its own meaning), and a
+    Ray client address (``ray://``: the cluster's files and registry are not this machine's).
+    """
+    if model is None and quality is None:
+        return
+    ray_address = address if address is not None else os.environ.get("RAY_ADDRESS", "")
+    if codec_factory is not None or ray_address.startswith("ray://"):
+        return
+    text = os.fspath(model) if isinstance(model, os.PathLike) else str(model)
+    try:
+        if quality is not None:
+            _resolve_quality(quality)
+        elif "://" not in text:
+            path = Path(text).expanduser()
+            if path.is_file():
+                _check_weights_header(path)
+            else:
+                from raybb.registry import resolve_model
+
+                resolve_model(model)  # a name, qN, or a path that is not there (ModelError)
+    except JobModelError:
+        raise
+    except ModelError as e:
+        raise JobModelError(str(e)) from e
+
+
+def _resolve_quality(quality: int | float) -> None:
+    try:  # a variable-rate default model takes any quality in its range (raybb.registry, when present)
+        from raybb.registry import resolve_quality
+    except ImportError:
+        resolve_quality = None
+    if resolve_quality is not None:
+        resolve_quality(quality)
+        return
+    from raybb.registry import resolve_model
+
+    if isinstance(quality, bool) or not float(quality).is_integer():
+        raise JobModelError(f"quality must be a whole number (one model each), got {quality!r}")
+    resolve_model(int(quality))
+
+
+def _check_weights_header(path: Path) -> None:
+    """The safetensors header of ``path`` is raybb weights of a known architecture (WeightsError)."""
+    from raybb.model.weights import _check_md
+
+    try:
+        with path.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n <= 100_000_000:
+                raise WeightsError(f"{path}: not a safetensors file (bad header length)")
+            header = json.loads(f.read(n))
+    except OSError as e:
+        raise WeightsError(f"cannot read weights file {path}: {e}") from e
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not a safetensors file ({e})") from e
+    md = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(md, dict):
+        raise WeightsError(f"{path}: not a raybb weights file (no metadata)")
+    _check_md(md, str(path))
 
 
 def parse_gpu(value: str | bool) -> UseGpu:

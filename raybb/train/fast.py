@@ -22,10 +22,16 @@ writes checkpoints every ``--checkpoint-minutes``, and leaves in ``--out``:
   device, data, configuration and the last validation;
 * ``metrics.jsonl`` — the log.
 
-That is at most 2 + shards files, each below the device tool's 16 MiB return limit. ``--init``
-(a weights file or such a folder) continues from earlier weights, so training accumulates across
-GPU windows; the optimizer state is not kept (it would not fit the limits), so each window starts
-Adam afresh with a short learning-rate warm-up. ``tools/gpu_train.sh`` is the prepared command.
+That is at most 2 + shards files, each below the device tool's 16 MiB return limit.
+``--init-weights`` (a weights file or such a folder) continues from earlier weights, so training
+accumulates across GPU windows; the optimizer state is not kept (it would not fit the limits), so
+each window starts Adam afresh with a short learning-rate warm-up. ``tools/gpu_train.sh`` is the
+prepared command.
+
+The options that mean what a ``raybb train`` option means have its name (``--steps``,
+``--warmup-steps``, ``--beta``, ``--channels``, ``--init-weights``, ``--threads``, ...; the old
+``--max-steps``, ``--kl-warmup-steps`` and ``--init`` still work and warn); the rest are this
+trainer's own (``--minutes``, ``--checkpoint-minutes``, ``--lr-warmup-steps``, ``--model JSON``...).
 """
 
 from __future__ import annotations
@@ -49,10 +55,19 @@ from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
 from raybb.model.arch import get_architecture
-from raybb.model.ladder import pad_to_stride
+from raybb.model.ladder import VARIANTS, pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights, save_weights
 
-__all__ = ["FastConfig", "DeviceImages", "load_image_folder", "save_run_weights", "load_run_weights", "train", "main"]
+__all__ = [
+    "FastConfig",
+    "DeviceImages",
+    "load_image_folder",
+    "save_run_weights",
+    "load_run_weights",
+    "train",
+    "config_from_args",
+    "main",
+]
 
 LN2 = math.log(2.0)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".ppm", ".bmp")
@@ -61,18 +76,21 @@ MANIFEST = "manifest.json"
 
 @dataclass
 class FastConfig:
+    """One GPU window's settings; a field that is also a TrainConfig field (or ``init_weights``)
+    means the same thing and has the same option (:data:`SHARED_OPTIONS`)."""
+
     out: str = "runs/fast"
     data: list[str] = field(default_factory=lambda: [".gpu/data/train"])
     val_data: list[str] = field(default_factory=lambda: [".gpu/data/val"])
     val_images: int = 4
     arch: str = "channel-ladder"
     model: dict = field(default_factory=dict)  # config fields of the architecture
-    init: str | None = None  # weights file or run folder to continue from
+    init_weights: str | None = None  # weights file or run folder to continue from
     beta: float | None = None  # fixed-rate models: the β; variable-rate: None (sampled per example)
     beta_weight_power: float = 0.5
     val_rates: int = 4  # variable-rate models: validate at this many rate indices across the range
     minutes: float = 8.0
-    max_steps: int = 0  # 0 = until the time is up
+    steps: int = 0  # 0 = until the time is up
     checkpoint_minutes: float = 2.0
     batch: int = 32
     patch: int = 256
@@ -80,14 +98,14 @@ class FastConfig:
     lr_warmup_steps: int = 200
     lr_final_factor: float = 0.1  # cosine decay to lr * this over the last ``decay_fraction`` of the time
     decay_fraction: float = 0.25
-    kl_warmup_steps: int = 2000  # fresh models only (0 when continuing from --init)
+    warmup_steps: int = 2000  # KL warm-up; fresh models only (0 when continuing from --init-weights)
     grad_clip: float = 5.0
     device: str = "cuda"
     precision: str = "bf16"  # bf16 | fp32
     channels_last: bool = True
     compile: bool = False
     seed: int = 0
-    threads: int = 0
+    num_threads: int = 0  # torch threads (0 = torch's default)
     max_images: int = 0  # 0 = all
     max_file_mib: float = 15.9  # the device tool returns files of at most 16 MiB
     log_every: int = 50
@@ -314,8 +332,8 @@ def train(cfg: FastConfig, on_log=None) -> dict:
     t_start = time.time()
     deadline = t_start + cfg.minutes * 60.0
     dev = torch.device(cfg.device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # training only; the codec turns TF32 off
@@ -332,7 +350,7 @@ def train(cfg: FastConfig, on_log=None) -> dict:
             on_log(m)
 
     # model --------------------------------------------------------------------------------
-    init = load_run_weights(cfg.init) if cfg.init else None
+    init = load_run_weights(cfg.init_weights) if cfg.init_weights else None
     if init is not None:
         arch = get_architecture(init.arch)
         net = init.model
@@ -373,10 +391,10 @@ def train(cfg: FastConfig, on_log=None) -> dict:
         val_betas = [cfg.beta]
     t_ready = time.time()
 
-    lineage = _lineage(init, cfg.init)
+    lineage = _lineage(init, cfg.init_weights)
     steps0 = int((lineage or {}).get("steps_total") or 0)
     pixels0 = int((lineage or {}).get("pixels_total") or 0)
-    kl_warm = 0 if init is not None else cfg.kl_warmup_steps
+    kl_warm = 0 if init is not None else cfg.warmup_steps
     train_seconds = max(deadline - t_ready, 1.0)
     log(
         {"event": "start", "setup_s": round(t_ready - t_start, 2), "images": data.count, "skipped": data.skipped,
@@ -458,7 +476,7 @@ def train(cfg: FastConfig, on_log=None) -> dict:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     while True:
         now = time.time()
-        if now >= deadline or (cfg.max_steps and step >= cfg.max_steps):
+        if now >= deadline or (cfg.steps and step >= cfg.steps):
             break
         x = data.sample(cfg.batch)
         if cfg.channels_last:
@@ -508,45 +526,115 @@ def train(cfg: FastConfig, on_log=None) -> dict:
     return final
 
 
+#: The options that mean what a ``raybb train``/``raybb sweep`` option means carry its name
+#: (raybb.train.loop.train_option_names; ``--channels``, ``--variant``, ``--init-weights`` too), and
+#: their FastConfig field is TrainConfig's. Written out rather than imported: raybb.train.loop pulls
+#: in packages the GPU image lacks (tests/train_loop/test_fast.py checks the names agree).
+SHARED_OPTIONS = {
+    "data": "Training image folders/files (tools/pack_train_data.py).",
+    "val_data": "Validation image folders/files.",
+    "val_images": "Validation images used at each checkpoint (the first N, sorted).",
+    "init_weights": "Continue from a weights file or a run folder (earlier windows' lineage is kept).",
+    "beta": "Rate weight β of a fixed-rate model (a variable-rate model draws β per example).",
+    "steps": "Stop after this many optimizer steps (0 = when --minutes are up).",
+    "batch": "Patches per step.",
+    "patch": "Patch side in pixels.",
+    "lr": "Adam learning rate (after --lr-warmup-steps).",
+    "lr_final_factor": "Cosine decay to lr × this over the last quarter of the time.",
+    "warmup_steps": "KL warm-up steps (β ramps up linearly; fresh models only).",
+    "grad_clip": "Gradient norm clip.",
+    "seed": "Training RNG seed.",
+    "log_every": "Log training metrics every this many steps.",
+    "num_threads": "torch threads (0 = torch's default).",
+    "precision": "'bf16' (autocast, the GPU default) or 'fp32'.",
+}
+
+#: Option names this trainer had before it took TrainConfig's (accepted with a warning).
+DEPRECATED_OPTIONS = {"--max-steps": "--steps", "--kl-warmup-steps": "--warmup-steps", "--init": "--init-weights"}
+
+
+def _flag(name: str) -> str:
+    return "--" + {"num_threads": "threads"}.get(name, name).replace("_", "-")
+
+
+class _Renamed(argparse.Action):
+    """Stores the value; warns when an old option name (DEPRECATED_OPTIONS) was used."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        if option_string in DEPRECATED_OPTIONS:
+            print(f"warning: {option_string} is deprecated, use {DEPRECATED_OPTIONS[option_string]}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _parser() -> argparse.ArgumentParser:
     d = FastConfig()
     p = argparse.ArgumentParser(prog="python -m raybb.train.fast", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--data", nargs="+", default=d.data, help="image folders/files (tools/pack_train_data.py)")
-    p.add_argument("--val-data", nargs="*", default=d.val_data)
-    p.add_argument("--val-images", type=int, default=d.val_images)
-    p.add_argument("--arch", default=d.arch)
-    p.add_argument("--model", default="{}", help="architecture config fields as JSON")
-    p.add_argument("--init", default=None, help="continue from a weights file or a run folder")
-    p.add_argument("--beta", type=float, default=None, help="β of a fixed-rate model")
+    p.add_argument("--out", default=d.out, help="Run folder (weights, manifest.json, metrics.jsonl).")
+    types = {"val_images": int, "beta": float, "steps": int, "batch": int, "patch": int, "lr": float,
+             "lr_final_factor": float, "warmup_steps": int, "grad_clip": float, "seed": int, "log_every": int,
+             "num_threads": int}  # fmt: skip
+    for name, text in SHARED_OPTIONS.items():
+        flag = _flag(name)
+        kw: dict = {"dest": name, "default": getattr(d, name), "help": text, "action": _Renamed}
+        if name in ("data", "val_data"):
+            kw["nargs"] = "+" if name == "data" else "*"
+        elif name == "precision":
+            kw["choices"] = ("bf16", "fp32")
+        elif name in types:
+            kw["type"] = types[name]
+        p.add_argument(flag, *[old for old, new in DEPRECATED_OPTIONS.items() if new == flag], **kw)
+    p.add_argument("--channels", default=None, help="N,M,F,G channel counts (set over --model).")
+    variants = "Likelihood scale (set over --model): 'pln' fixed unit scale, 'gamma-pln' learned."
+    p.add_argument("--variant", choices=sorted(VARIANTS), default=None, help=variants)
+    # options of this trainer only
+    p.add_argument("--arch", default=d.arch, help="Architecture (raybb.model.arch).")
+    p.add_argument("--model", default="{}", help="Architecture config fields as JSON.")
     p.add_argument("--beta-weight-power", type=float, default=d.beta_weight_power)
-    p.add_argument("--minutes", type=float, default=d.minutes)
-    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--minutes", type=float, default=d.minutes, help="Wall-clock budget, data loading included.")
     p.add_argument("--checkpoint-minutes", type=float, default=d.checkpoint_minutes)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--patch", type=int, default=d.patch)
-    p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--lr-warmup-steps", type=int, default=d.lr_warmup_steps)
-    p.add_argument("--lr-final-factor", type=float, default=d.lr_final_factor)
-    p.add_argument("--kl-warmup-steps", type=int, default=d.kl_warmup_steps)
     p.add_argument("--device", default=d.device)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default=d.precision)
     p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--max-images", type=int, default=d.max_images)
     p.add_argument("--max-file-mib", type=float, default=d.max_file_mib)
-    p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--val-rates", type=int, default=d.val_rates)
     p.add_argument("--peak-tflops", type=float, default=d.peak_tflops)
     return p
 
 
+def _channels(text: str) -> dict:
+    """``"128,192,128,32"`` -> ``{"N": 128, "M": 192, "F": 128, "G": 32}`` (as ``raybb train --channels``)."""
+    try:
+        n, m, f, g = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--channels needs four integers N,M,F,G, not {text!r}") from None
+    if min(n, m, f, g) < 1:
+        raise ValueError(f"--channels must be positive, not {text!r}")
+    return {"N": n, "M": m, "F": f, "G": g}
+
+
+def config_from_args(argv: list[str] | None = None) -> FastConfig:
+    """The FastConfig of a command line (old option names warn on stderr; bad values exit 2)."""
+    p = _parser()
+    a = vars(p.parse_args(argv))
+    channels, variant = a.pop("channels"), a.pop("variant")
+    try:
+        model = json.loads(a["model"])
+        if not isinstance(model, dict):
+            raise ValueError("--model must be a JSON object")
+        if channels:
+            model.update(_channels(channels))
+    except ValueError as e:
+        p.error(str(e))
+    if variant:
+        model.update(VARIANTS[variant])
+    a["model"] = model
+    return FastConfig(**a)
+
+
 def main(argv: list[str] | None = None) -> int:
-    a = vars(_parser().parse_args(argv))
-    a["model"] = json.loads(a["model"])
-    cfg = FastConfig(**a)
+    cfg = config_from_args(argv)
 
     def show(m: dict) -> None:
         print(json.dumps(m), flush=True)

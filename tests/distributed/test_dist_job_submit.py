@@ -116,7 +116,7 @@ def test_job_script_via_ray_job_submit(tmp_path, tiny_model):
             tiny_model,
             "--sampler",
             SAMPLER,
-            "--num-workers",
+            "--workers",
             "2",
             "--shard-size",
             "2",

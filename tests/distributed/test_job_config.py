@@ -22,8 +22,10 @@ from raybb.distributed.config import (
     BucketJobConfig,
     CompressJobConfig,
     DecompressJobConfig,
+    JobModelError,
     config_from,
 )
+from raybb.errors import ModelError
 
 REPO = Path(__file__).parents[2]
 TINY = REPO / "tests" / "codec" / "expected" / "tiny.safetensors"
@@ -122,7 +124,8 @@ def test_settings_are_checked_when_built():
         with pytest.raises(ValueError):
             CompressJobConfig(**bad)
     assert CompressJobConfig(gpu="yes").gpu is True and CompressJobConfig(gpu="no").gpu is False
-    assert CompressJobConfig(quality=2.5).quality == 2.5  # a continuous quality is representable
+    # a continuous quality is representable (the default codec's models take whole ones here)
+    assert CompressJobConfig(quality=2.5, codec_factory="mod:fn").quality == 2.5
     assert CompressJobConfig(worker_memory_mb=100, gpu=True).worker_memory_mb == 100  # GPU actors: not used
     assert CompressJobConfig(worker_memory_mb=100, tile_pixels=65536).tile_pixels == 65536
 
@@ -145,7 +148,7 @@ def test_job_script_builds_the_same_config():
     )  # fmt: skip
     assert isinstance(cfg.quality, int)
     a = job.parser().parse_args(["--src", "s", "--dst", "d", "--quality", "2.5"])
-    assert CompressJobConfig(**job.settings(a)).quality == 2.5
+    assert job.settings(a)["quality"] == 2.5  # parsed as a float (which model takes it is checked later)
 
 
 def test_job_script_old_names_warn(capsys):
@@ -172,6 +175,9 @@ def test_job_script_refuses_compress_settings_with_decompress(tmp_path, capsys):
         ["--model", "x", "--quality", "2"],
         ["--shard-pixels", "0"],
         ["--worker-memory-mb", "100"],
+        ["--model", "no-such-model"],
+        ["--model", "missing/model.safetensors"],
+        ["--quality", "99"],
     ],
 )
 def test_bad_bucket_settings_are_usage_errors(tmp_path, extra):
@@ -185,6 +191,76 @@ def test_bad_bucket_settings_are_usage_errors(tmp_path, extra):
     assert not (tmp_path / "dst").exists()
 
 
+def _not_raybb_weights(path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({"w": __import__("torch").zeros(2)}, str(path))
+    return path
+
+
+def test_bad_model_or_quality_is_refused_when_the_config_is_built(tmp_path):
+    (tmp_path / "text.safetensors").write_text("not weights")
+    bad_models = [
+        "no-such-model",
+        str(tmp_path / "missing.safetensors"),
+        str(tmp_path / "text.safetensors"),
+        str(_not_raybb_weights(tmp_path / "plain.safetensors")),
+    ]
+    for cls in (CompressJobConfig, DecompressJobConfig):
+        for model in bad_models:
+            with pytest.raises(JobModelError) as e:
+                cls(model=model)
+            assert isinstance(e.value, ModelError) and isinstance(e.value, ValueError)
+    for quality in (0, 99):
+        with pytest.raises(JobModelError, match="quality"):
+            CompressJobConfig(quality=quality)
+    with pytest.raises(ValueError, match="not both"):  # the settings' own check comes first
+        CompressJobConfig(model="no-such-model", quality=3)
+    # what the actors can load passes: a weights file, a registry name, a quality, or nothing
+    assert DecompressJobConfig(model=str(TINY)).model == str(TINY)
+    assert CompressJobConfig(model=TINY).model == TINY  # a PathLike too
+    assert CompressJobConfig(model="pln-q2").model == "pln-q2"
+    assert CompressJobConfig(quality=3).quality == 3
+
+
+def test_only_the_weights_header_is_read(tmp_path):
+    """A local weights file is checked by its safetensors header alone: one whose tensor data is cut
+    off still passes (the actors' load would refuse it), one whose header is cut off does not."""
+    data = TINY.read_bytes()
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    (tmp_path / "head.safetensors").write_bytes(data[: header_end + 10])
+    assert CompressJobConfig(model=str(tmp_path / "head.safetensors")).model
+    (tmp_path / "cut.safetensors").write_bytes(data[: header_end - 10])
+    with pytest.raises(JobModelError, match="not a safetensors file"):
+        CompressJobConfig(model=str(tmp_path / "cut.safetensors"))
+
+
+def test_models_the_driver_cannot_see_are_left_to_the_actors(monkeypatch):
+    """Remote weights, a custom codec factory and a Ray client (whose cluster has its own files and
+    registry) are not checked on the driver."""
+    assert CompressJobConfig(model="s3://bucket/models/m.safetensors").model.startswith("s3://")
+    assert CompressJobConfig(model="no-such-model", codec_factory="mod:fn").codec_factory == "mod:fn"
+    assert CompressJobConfig(model="no-such-model", address="ray://head:10001").address == "ray://head:10001"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert DecompressJobConfig(model="no-such-model").model == "no-such-model"
+
+
+def test_bad_model_fails_before_ray_and_writes_nothing(tmp_path, capsys):
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / "a.png")
+    with pytest.raises(SystemExit) as e:
+        _job().main(["--src", str(src), "--dst", str(tmp_path / "dst"), "--model", "no-such-model"])
+    assert e.value.code == EXIT_USAGE and "unknown model 'no-such-model'" in capsys.readouterr().err
+    import ray
+
+    from raybb.distributed import compress_bucket
+
+    with pytest.raises(JobModelError, match="no quality 99"):
+        compress_bucket(str(src), str(tmp_path / "dst"), quality=99)
+    assert not ray.is_initialized() and not (tmp_path / "dst").exists()
+
+
 def test_actor_settings_follow_the_config():
     from raybb.distributed.driver import _COMPRESS, _DECOMPRESS, _actor_kw
 
@@ -195,8 +271,8 @@ def test_actor_settings_follow_the_config():
     assert 0 < kw["tile_pixels"] <= 4_000_000
     gpu_cfg = CompressJobConfig(worker_memory_mb=512, gpu=True)
     assert "tile_pixels" not in _actor_kw(_COMPRESS, gpu_cfg, "r", True)  # a GPU actor sizes tiles from its card
-    kw = _actor_kw(_DECOMPRESS, DecompressJobConfig(model="m"), "r", False)
-    assert kw["model"] == "m" and "effort" not in kw and "verify" not in kw
+    kw = _actor_kw(_DECOMPRESS, DecompressJobConfig(model=str(TINY)), "r", False)
+    assert kw["model"] == str(TINY) and "effort" not in kw and "verify" not in kw
 
 
 def test_the_actor_passes_encoder_settings_to_the_codec(tmp_path):

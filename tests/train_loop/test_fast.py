@@ -3,6 +3,7 @@ on synthetic images (no ../shared needed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,6 +17,7 @@ from PIL import Image
 
 from raybb.model.channel_ladder import ChannelLadderConfig, ChannelLadderNetwork
 from raybb.model.weights import load_weights
+from raybb.train import fast
 from raybb.train.fast import DeviceImages, FastConfig, load_run_weights, save_run_weights, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,13 +81,13 @@ def test_sharded_weights_round_trip(tmp_path):
 
 def test_training_windows_accumulate_and_record_lineage(pack, tmp_path):
     common = dict(data=[str(pack / "train")], val_data=[str(pack / "val")], model=TINY, device="cpu",
-                  precision="fp32", channels_last=False, batch=2, patch=64, max_steps=6, minutes=2.0,
-                  threads=1, log_every=3, kl_warmup_steps=2, lr_warmup_steps=2)  # fmt: skip
+                  precision="fp32", channels_last=False, batch=2, patch=64, steps=6, minutes=2.0,
+                  num_threads=1, log_every=3, warmup_steps=2, lr_warmup_steps=2)  # fmt: skip
     first = train(FastConfig(out=str(tmp_path / "w1"), **common))
     assert first["steps"] == 6 and first["steps_total"] == 6 and first["final"]
     assert first["data_images"] == 3 and first["train_pixels_per_s"] > 0 and first["lineage"] is None
     assert len(first["validation"]) == 4 and all(np.isfinite(r["psnr"]) for r in first["validation"])
-    second = train(FastConfig(out=str(tmp_path / "w2"), init=str(tmp_path / "w1"), **common))
+    second = train(FastConfig(out=str(tmp_path / "w2"), init_weights=str(tmp_path / "w1"), **common))
     assert second["steps_total"] == 12 and second["pixels_total"] == 2 * first["pixels"]
     assert second["lineage"]["fingerprint"] == first["fingerprint"]
     assert second["fingerprint"] != first["fingerprint"]
@@ -103,7 +105,7 @@ def test_gpu_command_dry_run_on_cpu(pack, tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "MODEL": json.dumps(TINY), "PATCH": "64", "BATCH": "2",
            "DATA": str(pack / "train"), "VAL": str(pack / "val"), "OUT": str(tmp_path),
            "PYTHON": sys.executable,
-           "ARGS": "--max-steps 4 --threads 1 --log-every 2 --val-images 1 --checkpoint-minutes 0.0001"}  # fmt: skip
+           "ARGS": "--steps 4 --threads 1 --log-every 2 --val-images 1 --checkpoint-minutes 0.0001"}  # fmt: skip
     r = subprocess.run(["bash", str(REPO / "tools" / "gpu_train.sh")], env=env, capture_output=True, text=True,
                        timeout=120, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stdout + r.stderr
@@ -119,12 +121,56 @@ def test_gpu_command_dry_run_on_cpu(pack, tmp_path):
     assert len(checkpoints) >= 2 and checkpoints[-1]["step"] == 4  # periodic checkpoints, then the final one
 
 
+def test_shared_options_have_the_train_config_names():
+    """Every trainer setting that is a TrainConfig field (or one of the model options of `raybb
+    train`) is the same FastConfig field under `raybb train`'s option name; no option of the trainer
+    uses one of those names for something else."""
+    from raybb.train.loop import MODEL_OPTIONS, TrainConfig, option_flag, train_option_names
+
+    dest = {s: a.dest for a in fast._parser()._actions for s in a.option_strings}
+    shared = {f.name for f in dataclasses.fields(FastConfig)} & (
+        set(TrainConfig.__dataclass_fields__) | set(MODEL_OPTIONS)
+    )
+    shared -= {"model", "arch"}  # set on the command line as --channels/--variant (and --model JSON here)
+    assert {"steps", "warmup_steps", "beta", "lr", "lr_final_factor", "grad_clip", "init_weights", "num_threads",
+            "precision", "val_images", "batch", "patch"} <= shared  # fmt: skip
+    assert shared == set(fast.SHARED_OPTIONS)
+    for name in shared:
+        assert dest.get(option_flag(name)) == name, name
+    assert {"--channels", "--variant"} <= set(dest)
+    train_names = set(train_option_names())
+    for flag, d in dest.items():
+        if flag in train_names and flag not in ("--channels", "--variant"):
+            assert option_flag(d) == flag, flag  # the same name means the same setting
+
+
+def test_old_option_names_warn_and_still_work(capsys):
+    cfg = fast.config_from_args(["--max-steps", "7", "--kl-warmup-steps", "3", "--init", "w.safetensors"])
+    assert (cfg.steps, cfg.warmup_steps, cfg.init_weights) == (7, 3, "w.safetensors")
+    err = capsys.readouterr().err
+    for old, new in fast.DEPRECATED_OPTIONS.items():
+        assert f"{old} is deprecated, use {new}" in err
+    new = fast.config_from_args(["--steps", "7", "--warmup-steps", "3", "--init-weights", "w.safetensors"])
+    assert new == cfg and capsys.readouterr().err == ""
+
+
+def test_channels_and_variant_set_the_model_fields(capsys):
+    cfg = fast.config_from_args(["--model", json.dumps(TINY), "--channels", "8,12,8,4", "--variant", "pln"])
+    assert cfg.model == {**TINY, "N": 8, "M": 12, "F": 8, "G": 4, "learn_scale": False, "gamma_floor": 1.0}
+    assert fast.config_from_args([]).model == {}
+    with pytest.raises(SystemExit) as e:
+        fast.config_from_args(["--channels", "8,12"])
+    assert e.value.code == 2 and "--channels needs four integers" in capsys.readouterr().err
+
+
 def test_trainer_imports_only_what_the_gpu_image_has():
     """The device image has torch, numpy, safetensors and Pillow but not constriction (the coder),
-    Ray or typer: the trainer must not pull them in."""
+    Ray, typer or pytorch_msssim: the trainer must not pull them in (nor raybb.train.loop, which
+    imports pytorch_msssim; so the trainer writes its shared option names out)."""
     code = (
         "import sys, raybb.train.fast; "
-        "print(','.join(m for m in ('constriction', 'raybb.coding', 'ray', 'typer', 'fsspec') if m in sys.modules))"
+        "print(','.join(m for m in ('constriction', 'raybb.coding', 'ray', 'typer', 'fsspec', 'pytorch_msssim', "
+        "'raybb.train.loop') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == ""
@@ -162,7 +208,7 @@ def test_briefly_trained_variable_rate_model_has_monotonic_rate(tmp_path):
         Image.fromarray(_photo(i, 128, 128)).save(tmp_path / "train" / f"{i}.png")
     train(FastConfig(out=str(tmp_path / "run"), data=[str(tmp_path / "train")], val_data=[],
                      model={**TINY, "rate_levels": 16}, device="cpu", precision="fp32", channels_last=False,
-                     batch=4, patch=64, max_steps=1000, minutes=30, threads=1, log_every=1000, kl_warmup_steps=0,
+                     batch=4, patch=64, steps=1000, minutes=30, num_threads=1, log_every=1000, warmup_steps=0,
                      lr_warmup_steps=10, lr=1e-3, decay_fraction=0))  # fmt: skip
     loaded = load_run_weights(tmp_path / "run")
     samplers = samplers_for(loaded.model, *parse_pipeline("pfr"))
