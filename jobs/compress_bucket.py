@@ -105,10 +105,16 @@ def settings(a: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from raybb.cli import exit_code_for
+    from raybb.errors import RaybbError
+
     p = parser()
     a = p.parse_args(argv)
     try:
         cfg = (DecompressJobConfig if a.decompress else CompressJobConfig)(**settings(a))
+    except RaybbError as e:  # a model that cannot be loaded: exit 5, as in `raybb bucket compress`
+        print(f"error: {e}", file=sys.stderr)
+        return exit_code_for(e)
     except ValueError as e:  # a usage error (exit 2), as in `raybb bucket compress`
         p.error(str(e))
 

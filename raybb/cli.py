@@ -693,6 +693,8 @@ def _run_bucket(kind: str, src: str, dst: str, **settings) -> None:
 
     try:
         cfg = (CompressJobConfig if kind == "compress" else DecompressJobConfig)(**settings)
+    except RaybbError as e:  # a model that cannot be loaded: exit 5, as in `raybb compress`
+        raise _fail(e) from e
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USAGE) from e

@@ -173,8 +173,9 @@ class DecompressJobConfig(BucketJobConfig):
 class JobModelError(ModelError, ValueError):
     """A job's ``model`` or ``quality`` names no loadable model: refused when the config is built.
 
-    A :class:`~raybb.errors.ModelError`, and a ValueError like every other bad setting, so the CLI and
-    ``jobs/compress_bucket.py`` report it as a usage error (exit 2) before Ray starts."""
+    A :class:`~raybb.errors.ModelError` (exit 5 in the CLI and ``jobs/compress_bucket.py``, as for
+    ``raybb compress``), and a ValueError like every other bad setting for API callers; refused before
+    Ray starts."""
 
 
 def check_model(
@@ -217,18 +218,10 @@ def check_model(
 
 
 def _resolve_quality(quality: int | float) -> None:
-    try:  # a variable-rate default model takes any quality in its range (raybb.registry, when present)
-        from raybb.registry import resolve_quality
-    except ImportError:
-        resolve_quality = None
-    if resolve_quality is not None:
-        resolve_quality(quality)
-        return
-    from raybb.registry import resolve_model
+    """A quality the default model takes (a PLN preset, or any value in a variable-rate model's range)."""
+    from raybb.registry import resolve_quality
 
-    if isinstance(quality, bool) or not float(quality).is_integer():
-        raise JobModelError(f"quality must be a whole number (one model each), got {quality!r}")
-    resolve_model(int(quality))
+    resolve_quality(quality)
 
 
 def _check_weights_header(path: Path) -> None:

@@ -15,7 +15,7 @@ import typer.main
 from PIL import Image
 from typer.testing import CliRunner
 
-from raybb.cli import EXIT_USAGE, app
+from raybb.cli import EXIT_MODEL, EXIT_USAGE, app
 from raybb.distributed.config import (
     API_ONLY,
     DEPRECATED_NAMES,
@@ -175,9 +175,6 @@ def test_job_script_refuses_compress_settings_with_decompress(tmp_path, capsys):
         ["--model", "x", "--quality", "2"],
         ["--shard-pixels", "0"],
         ["--worker-memory-mb", "100"],
-        ["--model", "no-such-model"],
-        ["--model", "missing/model.safetensors"],
-        ["--quality", "99"],
     ],
 )
 def test_bad_bucket_settings_are_usage_errors(tmp_path, extra):
@@ -188,6 +185,19 @@ def test_bad_bucket_settings_are_usage_errors(tmp_path, extra):
     (src / "a.png").write_bytes(buf.getvalue())
     r = CliRunner().invoke(app, ["bucket", "compress", str(src), str(tmp_path / "dst"), *extra])
     assert r.exit_code == EXIT_USAGE, r.output
+    assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize(
+    "extra", [["--model", "no-such-model"], ["--model", "missing/model.safetensors"], ["--quality", "99"]]
+)
+def test_bad_bucket_model_is_a_model_error(tmp_path, extra):
+    """Exit 5, as `raybb compress --model nope` gives, before Ray starts; nothing written."""
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / "a.png")
+    r = CliRunner().invoke(app, ["bucket", "compress", str(src), str(tmp_path / "dst"), *extra])
+    assert r.exit_code == EXIT_MODEL, r.output
     assert not (tmp_path / "dst").exists()
 
 
@@ -249,9 +259,8 @@ def test_bad_model_fails_before_ray_and_writes_nothing(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(src / "a.png")
-    with pytest.raises(SystemExit) as e:
-        _job().main(["--src", str(src), "--dst", str(tmp_path / "dst"), "--model", "no-such-model"])
-    assert e.value.code == EXIT_USAGE and "unknown model 'no-such-model'" in capsys.readouterr().err
+    rc = _job().main(["--src", str(src), "--dst", str(tmp_path / "dst"), "--model", "no-such-model"])
+    assert rc == EXIT_MODEL and "unknown model 'no-such-model'" in capsys.readouterr().err
     import ray
 
     from raybb.distributed import compress_bucket
