@@ -55,7 +55,7 @@ def _train_cmd(arch: str, model: dict, beta: float, out: Path, a) -> list[str]:
         "--model", json.dumps(model), "--beta", str(beta), "--minutes", str(a.minutes), "--out", str(out),
         "--data", str(TRAIN / "bsds500"), str(TRAIN / "cid22" / "training"),
         "--val-data", str(TRAIN / "cid22" / "validation"), "--val-images", "2",
-        "--batch", "8", "--patch", "128", "--lr", "5e-4", "--lr-warmup-steps", "100", "--kl-warmup-steps", "300",
+        "--batch", "8", "--patch", "128", "--lr", "5e-4", "--lr-warmup-steps", "100", "--warmup-steps", "300",
         "--checkpoint-minutes", "1000", "--log-every", "100", "--seed", "0",
     ]  # fmt: skip
 
