@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from raybb.coding import GreedySampler, ImportanceSampler, PFRSampler, RejectionSampler, StreamKey
+from raybb.coding import (
+    GreedySampler,
+    ImportanceSampler,
+    PFRSampler,
+    RejectionSampler,
+    ShuffledPFRSampler,
+    StreamKey,
+)
 from raybb.coding.synthetic import make_pair
 from raybb.errors import BitstreamError
 
 SAMPLERS = [
     PFRSampler(8, 11, 16, 8),
     PFRSampler(8, 11, 16, 8, channels=12),  # one order bit in the payload
+    ShuffledPFRSampler(8, 11, 16, 8),
     RejectionSampler(6),
     GreedySampler(4, 8, 32),
     ImportanceSampler(6, 32, 6),
