@@ -151,7 +151,7 @@ def _mean(rows, key):
     return float(np.mean([r.get(key, math.nan) for r in rows]))
 
 
-def summarize(jsonl: Path, stem: str, command: str) -> None:
+def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,14,64,22,0") -> None:
     rows = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()]
     groups: dict[tuple[str, str], dict[str, list]] = {}
     for r in rows:
@@ -244,14 +244,14 @@ def summarize(jsonl: Path, stem: str, command: str) -> None:
             }
         )
     # pipelines against each other (actual curves) on the same set
-    lines += ["## Actual curves against the first pipeline of each set", ""]
+    lines += [f"## Actual curves against `{anchor_pipe}` (where measured; else the first pipeline of the set)", ""]
     lines += [
         "| set | pipeline | anchor | BD-rate PSNR | BD-rate MS-SSIM | encode s (mean over models) |",
         "|---|---|---|---:|---:|---:|",
     ]
     for dset in sorted({s["set"] for s in summary}):
         ss = [s for s in summary if s["set"] == dset]
-        anchor = ss[0]
+        anchor = next((s for s in ss if s["pipeline"] == anchor_pipe), ss[0])
         for s in ss:
             ms = [m for m in s["models"] if m in anchor["models"]]
 
@@ -269,6 +269,58 @@ def summarize(jsonl: Path, stem: str, command: str) -> None:
     print("\n".join(lines))
 
 
+def timing(args) -> None:
+    """``Codec.compress`` seconds per image for each pipeline, interleaved image by image (so load
+    changes hit every pipeline alike); median and mean over the images and ``--repeats``."""
+    torch.set_num_threads(args.threads)
+    files = sorted(SETS[args.set].glob("*.png"))[: args.images]
+    images = [load_image(f) for f in files]
+    info = machine_info()
+    load0 = os.getloadavg()[0]
+    res: dict[str, dict[str, list[float]]] = {}
+    for model in args.models:
+        codecs = {p: load_codec(model, sampler=p) for p in args.pipelines}
+        for c in codecs.values():  # warm-up (first-call allocations, the normal table)
+            c.compress(images[0][:128, :128], seed=1)
+        for _ in range(args.repeats):
+            for i, rgb in enumerate(images):
+                for p, c in codecs.items():
+                    t0 = time.perf_counter()
+                    c.compress(rgb, seed=1000 + i)
+                    res.setdefault(model, {}).setdefault(p, []).append(time.perf_counter() - t0)
+    load1 = os.getloadavg()[0]
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python " + " ".join(sys.argv)
+    lines = [
+        "# Encode time of the coding-gap pipelines",
+        "",
+        f"`Codec.compress` (effort 0) on {len(images)} {args.set} images, {args.threads} threads, {args.repeats} "
+        f"repeat(s), pipelines interleaved image by image. {info['cpu']}, {os.cpu_count()} cores, {date}; load "
+        f"average {load0:.1f} -> {load1:.1f} (a machine shared with other jobs: compare the columns, not the "
+        "absolute seconds).",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| model | pipeline | median s | mean s | ratio of medians to the first pipeline |",
+        "|---|---|---:|---:|---:|",
+    ]
+    out = []
+    for model, by in res.items():
+        first = float(np.median(by[args.pipelines[0]]))
+        for p, ts in by.items():
+            med, mean = float(np.median(ts)), float(np.mean(ts))
+            lines.append(f"| {model} | `{p}` | {med:.2f} | {mean:.2f} | {med / first:.2f} |")
+            out.append({"model": model, "pipeline": p, "seconds": ts, "median": med, "mean": mean})
+    text = "\n".join(lines) + "\n"
+    (RESULTS / f"{args.stem}_timing.md").write_text(text)
+    (RESULTS / f"{args.stem}_timing.json").write_text(
+        json.dumps(
+            {"command": command, "date": date, "cpu": info["cpu"], "threads": args.threads, "rows": out}, indent=1
+        )
+    )
+    print(text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", choices=sorted(SETS), default="cid22")
@@ -280,10 +332,16 @@ def main() -> None:
     ap.add_argument("--jsonl", default=str(RESULTS / "coding_gap.jsonl"))
     ap.add_argument("--summarize", action="store_true", help="only write the summary from --jsonl")
     ap.add_argument("--stem", default="coding_gap")
+    ap.add_argument("--anchor", default="pfr:22,14,64,22,0", help="pipeline the others are compared with")
+    ap.add_argument("--timing", action="store_true", help="only time Codec.compress per pipeline")
+    ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
+    if args.timing:
+        timing(args)
+        return
     if not args.summarize:
         run(args)
-    summarize(Path(args.jsonl), args.stem, "python " + " ".join(sys.argv))
+    summarize(Path(args.jsonl), args.stem, "python " + " ".join(sys.argv), args.anchor)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ from raybb.coding import (  # noqa: E402
     ImportanceSampler,
     PFRSampler,
     RejectionSampler,
-    ShuffledPFRSampler,
     StreamKey,
 )
 from raybb.coding.synthetic import make_pair  # noqa: E402
@@ -183,7 +182,6 @@ def build_targets(containers: bool = True) -> list:
         PayloadTarget("greedy(4,8,32)", GreedySampler(4, 8, 32), 600, 600, 5),
         PayloadTarget("importance(6,32,6)", ImportanceSampler(6, 32, 6), 600, 600, 6),
         PayloadTarget("pfr(22,14,256,22,ch12)", PFRSampler(22, 14, 256, 22, channels=12), 3000, 3000, 7),
-        PayloadTarget("spfr(22,14,256,22)", ShuffledPFRSampler(22, 14, 256, 22), 3000, 3000, 8),
     ]
     if containers and TINY.exists():
         from raybb.codec import load_codec

@@ -23,7 +23,6 @@ from raybb.coding.greedy import GreedySampler
 from raybb.coding.importance import ImportanceSampler
 from raybb.coding.pfr import PFRSampler
 from raybb.coding.rejection import RejectionSampler, fit_index_table
-from raybb.coding.spfr import ShuffledPFRSampler
 
 DEFAULT_SAMPLER = "pfr"
 
@@ -36,7 +35,6 @@ __all__ = [
     "get_sampler",
     "kl_bits",
     "PFRSampler",
-    "ShuffledPFRSampler",
     "RejectionSampler",
     "ImportanceSampler",
     "GreedySampler",

@@ -11,7 +11,6 @@ from raybb.coding import (
     ImportanceSampler,
     PFRSampler,
     RejectionSampler,
-    ShuffledPFRSampler,
     StreamKey,
 )
 from raybb.coding.synthetic import make_pair
@@ -20,7 +19,6 @@ from raybb.errors import BitstreamError
 SAMPLERS = [
     PFRSampler(8, 11, 16, 8),
     PFRSampler(8, 11, 16, 8, channels=12),  # one order bit in the payload
-    ShuffledPFRSampler(8, 11, 16, 8),
     RejectionSampler(6),
     GreedySampler(4, 8, 32),
     ImportanceSampler(6, 32, 6),

@@ -11,7 +11,6 @@ from raybb.coding import (
     ImportanceSampler,
     PFRSampler,
     RejectionSampler,
-    ShuffledPFRSampler,
     StreamKey,
     get_sampler,
     kl_bits,
@@ -25,7 +24,6 @@ SMALL = {
     "pfr-default": PFRSampler(),  # (22, 14, 64, 22): what a bare "pfr" means
     "pfr-max": PFRSampler(25, 16, 64, 25),
     "pfr-256": PFRSampler(22, 14, 256, 22, channels=6),  # the widest superblocks, the order bit
-    "spfr": ShuffledPFRSampler(8, 11, 16, 8),
     "rejection": RejectionSampler(6),
     "greedy": GreedySampler(4, 8, 32),
     "importance": ImportanceSampler(6, 32, 6),
