@@ -147,11 +147,15 @@ def run(args) -> None:
                     )
 
 
+def _signed(x: float) -> str:
+    return "–" if math.isnan(x) else f"{x:+.2f}"
+
+
 def _mean(rows, key):
     return float(np.mean([r.get(key, math.nan) for r in rows]))
 
 
-def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,14,64,22,0") -> None:
+def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,14,64,22,0", note: str = "") -> None:
     rows = [json.loads(x) for x in jsonl.read_text().splitlines() if x.strip()]
     groups: dict[tuple[str, str], dict[str, list]] = {}
     for r in rows:
@@ -169,6 +173,8 @@ def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,1
         f"Command: `{command}`",
         "",
     ]
+    if note:
+        lines += [note, ""]
     machines = sorted({(r["cpu"], r["cores"], r["threads"]) for r in rows})
     dates = sorted({r["date"][:10] for r in rows})
     lines += [
@@ -215,8 +221,8 @@ def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,1
             per_model[m] = {**a, **{f"l1_{k}": v for k, v in b1.items()}}
             lines.append(
                 f"| {m} | {a['bpp']:.4f} | {a['theoretical_bpp']:.4f} | {a['bpp'] / a['theoretical_bpp']:.3f} "
-                f"| {a['psnr_cc']:.2f} | {a['psnr_ee']:.2f} | {a['psnr_ce'] - a['psnr_ee']:+.2f} "
-                f"| {a['psnr_ec'] - a['psnr_ee']:+.2f} | {a['kl2']:.0f} | {a['coded2']:.0f} "
+                f"| {a['psnr_cc']:.2f} | {a['psnr_ee']:.2f} | {_signed(a['psnr_ce'] - a['psnr_ee'])} "
+                f"| {_signed(a['psnr_ec'] - a['psnr_ee'])} | {a['kl2']:.0f} | {a['coded2']:.0f} "
                 f"| {a['coded2'] / a['kl2']:.3f} "
                 f"| {a['kl1']:.0f} | {a['coded1']:.0f} | {a['coded1'] / a['kl1']:.3f} "
                 f"| {b1['outlier_section_bits']:.0f}/{b1['tree_bits']:.0f}/{b1['rank_bits']:.0f} "
@@ -278,6 +284,7 @@ def timing(args) -> None:
     info = machine_info()
     load0 = os.getloadavg()[0]
     res: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}  # process CPU seconds (all threads): robust to other jobs
     for model in args.models:
         codecs = {p: load_codec(model, sampler=p) for p in args.pipelines}
         for c in codecs.values():  # warm-up (first-call allocations, the normal table)
@@ -285,9 +292,10 @@ def timing(args) -> None:
         for _ in range(args.repeats):
             for i, rgb in enumerate(images):
                 for p, c in codecs.items():
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     c.compress(rgb, seed=1000 + i)
                     res.setdefault(model, {}).setdefault(p, []).append(time.perf_counter() - t0)
+                    cpu.setdefault(model, {}).setdefault(p, []).append(time.process_time() - c0)
     load1 = os.getloadavg()[0]
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = "python " + " ".join(sys.argv)
@@ -297,20 +305,20 @@ def timing(args) -> None:
         f"`Codec.compress` (effort 0) on {len(images)} {args.set} images, {args.threads} threads, {args.repeats} "
         f"repeat(s), pipelines interleaved image by image. {info['cpu']}, {os.cpu_count()} cores, {date}; load "
         f"average {load0:.1f} -> {load1:.1f} (a machine shared with other jobs: compare the columns, not the "
-        "absolute seconds).",
+        "absolute seconds; CPU seconds, summed over threads, are less disturbed by other jobs than wall time).",
         "",
         f"Command: `{command}`",
         "",
-        "| model | pipeline | median s | mean s | ratio of medians to the first pipeline |",
-        "|---|---|---:|---:|---:|",
+        "| model | pipeline | median wall s | mean wall s | median CPU s | ratio of median CPU s to the first |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     out = []
     for model, by in res.items():
-        first = float(np.median(by[args.pipelines[0]]))
+        first = float(np.median(cpu[model][args.pipelines[0]]))
         for p, ts in by.items():
-            med, mean = float(np.median(ts)), float(np.mean(ts))
-            lines.append(f"| {model} | `{p}` | {med:.2f} | {mean:.2f} | {med / first:.2f} |")
-            out.append({"model": model, "pipeline": p, "seconds": ts, "median": med, "mean": mean})
+            med, mean, c = float(np.median(ts)), float(np.mean(ts)), float(np.median(cpu[model][p]))
+            lines.append(f"| {model} | `{p}` | {med:.2f} | {mean:.2f} | {c:.2f} | {c / first:.2f} |")
+            out.append({"model": model, "pipeline": p, "seconds": ts, "cpu_seconds": cpu[model][p], "median": med})
     text = "\n".join(lines) + "\n"
     (RESULTS / f"{args.stem}_timing.md").write_text(text)
     (RESULTS / f"{args.stem}_timing.json").write_text(
@@ -333,6 +341,7 @@ def main() -> None:
     ap.add_argument("--summarize", action="store_true", help="only write the summary from --jsonl")
     ap.add_argument("--stem", default="coding_gap")
     ap.add_argument("--anchor", default="pfr:22,14,64,22,0", help="pipeline the others are compared with")
+    ap.add_argument("--note", default="", help="a line for the summary (how the rows were measured)")
     ap.add_argument("--timing", action="store_true", help="only time Codec.compress per pipeline")
     ap.add_argument("--repeats", type=int, default=1)
     args = ap.parse_args()
@@ -341,7 +350,7 @@ def main() -> None:
         return
     if not args.summarize:
         run(args)
-    summarize(Path(args.jsonl), args.stem, "python " + " ".join(sys.argv), args.anchor)
+    summarize(Path(args.jsonl), args.stem, "python " + " ".join(sys.argv), args.anchor, args.note)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ A pipeline is a pair (level-2 sampler, level-1 sampler). Bitstreams carry each l
 and parameters, so *decoding* never needs a pipeline name; names only choose how new streams are
 encoded. Pure: imports only the sampler registry.
 
-What bare ``pfr`` means, everywhere: budget 22 bits per block, 2^14 candidates, superblocks of 64
+What bare ``pfr`` means, everywhere: budget 22 bits per block, 2^14 candidates, superblocks of 128
 dims, dims above 22 bits of KL sent as outliers (``PFR_DEFAULT``):
 
 * as a pipeline (``--sampler pfr``, the default), in a pair (``importance/pfr``) or alone as a
@@ -12,7 +12,10 @@ dims, dims above 22 bits of KL sent as outliers (``PFR_DEFAULT``):
   the level's channel count (:func:`resolve_channels`): each level is then coded channel-major or
   position-major, whichever makes fewer blocks, one bit in the stream;
 * ``PFRSampler()`` / ``get_sampler("pfr")`` on a flat vector (the sampler library alone, no channel
-  structure) is the same (22, 14, 64, 22) with ``channels=1``: the flat order, no order bit.
+  structure) is the same (22, 14, 128, 22) with ``channels=1``: the flat order, no order bit.
+
+Changing what a name means changes only how new streams are encoded: (22, 14, 64, 22, 0) streams,
+the default before 128-dim superblocks, decode as before (``pfr:22,14,64,22,0`` still writes them).
 """
 
 from __future__ import annotations
@@ -36,10 +39,11 @@ __all__ = [
 #: A sampler for one level: registry name and integer parameters (None = the sampler's defaults).
 SamplerSpec = tuple[str, tuple[int, ...] | None]
 
-#: PFR truncated at 2^14 candidates on blocks of up to 22 bits of KL, adaptive coding order. A block
-#: whose exact PFR rank would exceed 2^14 takes the best of its first 2^14 candidates: a less
-#: concentrated sample, but ~1.0x KL instead of ~1.45x for near-exact samples, which wins on the
-#: image rate-distortion curve at this encode time (docs/coding.md, "Pipelines").
+#: PFR truncated at 2^14 candidates on blocks of up to 22 bits of KL, 128-dim superblocks, adaptive
+#: coding order. A block whose exact PFR rank would exceed 2^14 takes the best of its first 2^14
+#: candidates: a less concentrated sample, but ~1.0x KL instead of ~1.45x for near-exact samples,
+#: which wins on the image rate-distortion curve at this encode time (docs/coding.md, "Pipelines"
+#: and "The coding gap").
 PFR_DEFAULT: tuple[int, ...] = (*PFR_DEFAULT_PARAMS, 0)
 #: 2^16 candidates on blocks of up to 25 bits: fewer bytes for the quality at 2-3x the encode time.
 PFR_MAX: tuple[int, ...] = (25, 16, 64, 25, 0)
@@ -72,7 +76,7 @@ def _bad(spec: str) -> ValueError:
 
 def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
     """A named pipeline ('pfr', 'pfr-max', 'is-gs', ...), 'A/B' (level-2 sampler A, level-1 sampler
-    B) or 'A' (both). Each sampler may carry integer parameters, e.g. 'pfr:22,14,64,22,0' (checked
+    B) or 'A' (both). Each sampler may carry integer parameters, e.g. 'pfr:22,14,128,22,0' (checked
     here; a fifth PFR parameter 0 stands for the level's channel count); a bare 'pfr' is
     ``PFR_DEFAULT``. ValueError (a usage error) for anything else, and for a retired name, with the
     spec to use instead."""

@@ -78,10 +78,11 @@ from raybb.errors import CorruptPayload
 __all__ = ["PFRSampler", "PFR_DEFAULT_PARAMS"]
 
 #: What a bare "pfr" means everywhere (raybb.pipelines): blocks of up to 22 bits of KL searched among
-#: 2^14 candidates (truncated: ~1.0x KL with a measured bias), 64-dim superblocks, outliers above 22
-#: bits. ``PFRSampler()`` uses them with ``channels=1`` (the flat order); the codec adds the level's
-#: channel count. Near-exact samples: (14, 16, 64, 14).
-PFR_DEFAULT_PARAMS: tuple[int, int, int, int] = (22, 14, 64, 22)
+#: 2^14 candidates (truncated: ~1.0x KL with a measured bias), 128-dim superblocks (at low rates a
+#: 64-dim superblock holds far less than the budget, and every block costs a rank and a flag),
+#: outliers above 22 bits. ``PFRSampler()`` uses them with ``channels=1`` (the flat order); the
+#: codec adds the level's channel count. Near-exact samples: (14, 16, 64, 14).
+PFR_DEFAULT_PARAMS: tuple[int, int, int, int] = (22, 14, 128, 22)
 
 _POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
 _K0 = 128  # ranks with per-block arrival times

@@ -245,6 +245,6 @@ def test_default_pipeline_codes_position_major_over_each_levels_channels(tiny_we
     # any codec decodes it (the order is in the stream), e.g. one built for the previous default
     assert np.array_equal(Codec(load_weights(tiny_weights), "pfr:20,14,64,20").decompress(data), codec.decompress(data))
     # an explicit spec with order 0 resolves the same way; order 1 is the previous channel-major order
-    assert Codec(load_weights(tiny_weights), "pfr:22,14,64,22,0").compress(photo[:64, :96], seed=3) == data
+    assert Codec(load_weights(tiny_weights), "pfr:22,14,128,22,0").compress(photo[:64, :96], seed=3) == data
     v1 = Codec(load_weights(tiny_weights), "pfr:20,14,64,20,1").compress(photo[:64, :96], seed=3)
     assert v1 == Codec(load_weights(tiny_weights), "pfr:20,14,64,20").compress(photo[:64, :96], seed=3) != data

@@ -21,7 +21,7 @@ from raybb.errors import BitstreamError, CodingError, CorruptPayload
 
 SMALL = {
     "pfr": PFRSampler(8, 11, 16, 8),
-    "pfr-default": PFRSampler(),  # (22, 14, 64, 22): what a bare "pfr" means
+    "pfr-default": PFRSampler(),  # (22, 14, 128, 22): what a bare "pfr" means
     "pfr-max": PFRSampler(25, 16, 64, 25),
     "pfr-256": PFRSampler(22, 14, 256, 22, channels=6),  # the widest superblocks, the order bit
     "rejection": RejectionSampler(6),
@@ -59,7 +59,7 @@ def test_registry():
     assert {"pfr", "rejection", "greedy", "importance"} <= set(SAMPLERS)
     ids = [cls.sampler_id for cls in SAMPLERS.values()]
     assert len(set(ids)) == len(ids)
-    assert get_sampler("pfr").params() == PFRSampler().params() == PFR_DEFAULT_PARAMS == (22, 14, 64, 22)
+    assert get_sampler("pfr").params() == PFRSampler().params() == PFR_DEFAULT_PARAMS == (22, 14, 128, 22)
     with pytest.raises(CorruptPayload):
         get_sampler(250)
     with pytest.raises(CorruptPayload):
@@ -149,7 +149,7 @@ def test_pfr_rate_tracks_kl():
 
 
 def test_pfr_default_beats_previous_defaults_and_old_params_still_decode():
-    """Truncated blocks spend fewer bits than near-exact ones: the default (22, 14, 64, 22) and
+    """Truncated blocks spend fewer bits than near-exact ones: the default (22, 14, 128, 22) and
     (25, 16, 64, 25) < (14, 16, 64, 14) < (12, 14, 64, 12) (smaller blocks, more overhead); payloads
     made with other params (written in older containers) still decode bit-exactly."""
     q, p = make_pair(12000, 12000, seed=21)
