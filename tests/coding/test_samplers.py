@@ -254,3 +254,13 @@ def test_payload_encoded_on_cuda_decodes_to_the_same_floats_on_cpu(name, pair):
     enc = SMALL[name].encode(*on_gpu, key)
     assert enc.sample.is_cuda
     assert torch.equal(SMALL[name].decode(p, key, enc.payload), enc.sample.cpu())
+
+
+def test_pfr_stats_split_the_payload():
+    """The payload's split into outlier section, split tree and ranks (benchmarks/coding_gap.py)
+    adds up to the coded bits, less the CRC and the range coder's final word."""
+    q, p = make_pair(6000, 9000, seed=8)
+    st = PFRSampler(12, 12, 64, 12, channels=6).encode(q, p, StreamKey(3)).stats
+    parts = st["outlier_section_bits"] + st["tree_bits"] + st["rank_bits"]
+    assert st["n_outliers"] > 0 and st["tree_bits"] > 0 and st["rank_bits"] > 8 * st["n_blocks"]
+    assert 0 <= st["coded_bits"] - 32 - parts <= 64
