@@ -39,10 +39,10 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from raybb.codec import parse_pipeline  # noqa: E402
 from raybb.coding import StreamKey, get_sampler, kl_bits  # noqa: E402
 from raybb.coding.synthetic import make_pair, std_pair  # noqa: E402
 from raybb.evaluation import machine_info  # noqa: E402
+from raybb.pipelines import parse_pipeline, resolve_channels  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 LOWKL = 8.0  # excess_nll / ks use dims with KL <= 8 bits: coded in-block by every sampler
@@ -135,9 +135,9 @@ def exact_row(q, p, kl_total) -> dict:
     return row
 
 
-#: pfr points that matter (budget, log2 N, max dims, outlier bits): the library default (25, 16, 64, 25),
-#: truncated, <= 1.05x KL (raybb/coding/README.md, "targets"); the codec's default; near-exact
-PFR_POINTS = [("pfr", None), ("pfr", (22, 14, 64, 22)), ("pfr", (14, 16, 64, 14))]
+#: pfr points that matter (budget, log2 N, max dims, outlier bits): pfr-max's (25, 16, 64, 25), truncated,
+#: <= 1.05x KL (docs/coding.md, "targets"); the default (what a bare "pfr" means); near-exact
+PFR_POINTS = [("pfr", (25, 16, 64, 25)), ("pfr", (22, 14, 64, 22)), ("pfr", (14, 16, 64, 14))]
 SEED_SAMPLERS = [("rejection", None), ("greedy", (6, 16, 64)), ("importance", (8, 64, 8))]
 
 
@@ -241,7 +241,8 @@ def timing(
         info["note"] = "GPU timings (sampler work on the GPU; block partition and entropy coding on the host CPU)"
     q_cpu, p_cpu = make_pair(200_000, 200_000, seed=207)
     q, p = to_device(q_cpu, device), to_device(p_cpu, device)
-    specs = [parse_pipeline(c)[0] for c in configs] if configs else [(DEFAULT_SAMPLER, None)]
+    # a synthetic latent is a flat vector: a pipeline's order 0 becomes the flat order (channels 1)
+    specs = [resolve_channels(parse_pipeline(c)[0], 1) for c in configs] if configs else [(DEFAULT_SAMPLER, None)]
     results, md_rows = [], []
     for name, params in specs:
         smp = get_sampler(name, params)
@@ -341,11 +342,11 @@ def real_model(path: str, n_images: int, quick: bool, stem: str | None = None) -
     the sampler, exactly as in the codec.  Images are cropped to 256x256 in ``--quick`` mode.
     ``path`` is a weights file or a registered model name (``pln-q3``).
     """
-    from raybb.codec import _resolve_channels  # the codec's "order 0 = this level's channels"
     from raybb.coding import DiagGaussian
     from raybb.imageio import decode_image
     from raybb.model.ladder import pad_to_stride
     from raybb.model.weights import load_weights
+    from raybb.pipelines import resolve_channels as _resolve_channels  # "order 0 = this level's channels"
     from raybb.registry import resolve_model
 
     info = machine()
@@ -483,7 +484,8 @@ def main(argv=None) -> int:
         stem = args.stem or "coding_configs"
         kls, sweep = [200_000], []
         seed_kls = kls
-        main_cfgs = [parse_pipeline(c)[0] for c in args.configs]  # "pfr:22,16,64,22" -> ("pfr", (22, ...))
+        # "pfr:22,16,64,22" -> ("pfr", (22, ...)); a flat latent: order 0 is the flat order
+        main_cfgs = [resolve_channels(parse_pipeline(c)[0], 1) for c in args.configs]
     info = machine(note=args.note)
     info["dims"] = dims
     rows = []

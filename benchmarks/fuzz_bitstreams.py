@@ -48,7 +48,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from raybb import bitstream  # noqa: E402
-from raybb.coding import GreedySampler, ImportanceSampler, PFRSampler, RejectionSampler, StreamKey  # noqa: E402
+from raybb.coding import (  # noqa: E402
+    GreedySampler,
+    ImportanceSampler,
+    PFRSampler,
+    RejectionSampler,
+    StreamKey,
+)
 from raybb.coding.synthetic import make_pair  # noqa: E402
 from raybb.errors import BitstreamError  # noqa: E402
 
@@ -175,6 +181,7 @@ def build_targets(containers: bool = True) -> list:
         PayloadTarget("rejection(6)", RejectionSampler(6), 600, 600, 4),
         PayloadTarget("greedy(4,8,32)", GreedySampler(4, 8, 32), 600, 600, 5),
         PayloadTarget("importance(6,32,6)", ImportanceSampler(6, 32, 6), 600, 600, 6),
+        PayloadTarget("pfr(22,14,256,22,ch12)", PFRSampler(22, 14, 256, 22, channels=12), 3000, 3000, 7),
     ]
     if containers and TINY.exists():
         from raybb.codec import load_codec

@@ -157,8 +157,7 @@ SamplerOpt = Annotated[
     typer.Option(
         "--sampler",
         "-s",
-        help="Sampler pipeline: pfr (default), pfr-max, pfr-exact, pfr-v1, pfr-v0, is-gs, rs, 'L2/L1', "
-        "'pfr:22,14,64,22,0'",
+        help="Sampler pipeline: pfr (default), pfr-max, pfr-exact, is-gs, rs, 'L2/L1', 'pfr:22,14,128,22,0'",
     ),
 ]
 

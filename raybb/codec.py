@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from raybb import bitstream
-from raybb.coding import SAMPLERS, CodedSampler, DiagGaussian, StreamKey, get_sampler
+from raybb.coding import CodedSampler, DiagGaussian, StreamKey, get_sampler
 from raybb.errors import (
     CodingError,
     CorruptPayload,
@@ -41,7 +41,6 @@ from raybb.errors import (
     ImageError,
     ModelMismatch,
     OutOfMemory,
-    RaybbError,
     TooManyPixels,
 )
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
@@ -64,77 +63,16 @@ __all__ = [
     "parse_pipeline",
 ]
 
-#: A sampler for one level: registry name and integer parameters (None = the sampler's defaults).
-SamplerSpec = tuple[str, tuple[int, ...] | None]
-
-#: PFR *truncated* at 2^14 candidates on blocks of up to 22 bits of KL. A block whose exact PFR
-#: rank would exceed 2^14 takes the best of its first 2^14 (a less concentrated sample), so the coded
-#: sample is biased but costs ~1.0x KL instead of ~1.45x near-exact. History: (20, 14, 64, 20) saved
-#: 12.7% BD-rate (PSNR) / 8.4% (MS-SSIM) over near-exact (12, 14, 64, 12) on 8 Kodak images
-#: (benchmarks/results/pfr_params.md); with the adaptive coding order (fifth parameter, below)
-#: blocks fill fuller and (22, 14, 64, 22, 0) is -6.7% / -5.8% against (20, 14, 64, 20) at the same
-#: encode time, vs -5.7% / -5.0% for (20, 14, 64, 20, 0) (benchmarks/results/pfr_order.md).
-PFR_DEFAULT: tuple[int, ...] = (22, 14, 64, 22, 0)
-#: 2^16 candidates, blocks up to 25 bits: -2.8% BD-rate (PSNR) / -2.9% (MS-SSIM) against the
-#: default with the family shipped at 41c5427, for 2-3x its encode time (8 Kodak images,
-#: benchmarks/results/pfr_family.md, codec_speed_cpu.md). History: (22, 16, 64, 22, 0) until
-#: 2026-11-29 (-1.0% / -2.1%), then (24, 16, 64, 24, 0) (-2.3% / -2.9%, the same time as this
-#: one); (26, 17, 64, 26, 0) gains -3.3% / -4.0% for ~3.5x the default's time. These are the
-#: sampler library's default parameters: 1.043-1.050x KL on the synthetic 200k-dim / 200k-bit
-#: latents (raybb/coding/README.md, "targets").
-PFR_MAX: tuple[int, ...] = (25, 16, 64, 25, 0)
-#: Near-exact samples (truncation bias within the KS/MSE tests' noise); the sampler's own defaults
-#: until 2026-11-29.
-PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14, 0)
-#: The fifth PFR parameter is the latent's channel count, 0 = "this level's", resolved per model by
-#: the Codec: the encoder then codes each level channel-major or position-major, whichever makes
-#: fewer blocks, and says which in one bit (raybb/coding/pfr.py; measured gain: see PFR_DEFAULT and
-#: benchmarks/results/pfr_order.md). "pfr-v1" is the previous default
-#: (20, 14, 64, 20), kept so its files stay reproducible.
-
-#: Named sampler pipelines: (level-2 sampler, level-1 sampler). "is-gs" is the seed's pipeline.
-PIPELINES: dict[str, tuple[SamplerSpec, SamplerSpec]] = {
-    "pfr": (("pfr", PFR_DEFAULT), ("pfr", PFR_DEFAULT)),
-    "pfr-max": (("pfr", PFR_MAX), ("pfr", PFR_MAX)),
-    "pfr-exact": (("pfr", PFR_EXACT), ("pfr", PFR_EXACT)),
-    "pfr-hq": (("pfr", PFR_EXACT), ("pfr", PFR_EXACT)),  # the old name of pfr-exact
-    "pfr-v1": (("pfr", (20, 14, 64, 20)), ("pfr", (20, 14, 64, 20))),  # the default until 2026-11-26 evening
-    "pfr-v0": (("pfr", (12, 14, 64, 12)), ("pfr", (12, 14, 64, 12))),  # the first default (2026-11-26)
-    "is-gs": (("importance", None), ("greedy", None)),
-    "rs": (("rejection", None), ("rejection", None)),
-}
-DEFAULT_PIPELINE = "pfr"  # chosen on the Kodak rate-distortion curve and encode time
-
-
-def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
-    """A named pipeline ('pfr', 'is-gs', ...), 'A/B' (level-2 sampler A, level-1 sampler B) or 'A'
-    (both); each sampler may carry integer parameters, e.g. 'pfr:22,14,64,22,0' (checked here;
-    a fifth PFR parameter of 0 stands for the level's channel count, so the encoder may code each
-    level position-major, see PFR_DEFAULT)."""
-    spec = spec or DEFAULT_PIPELINE
-    if spec in PIPELINES:
-        return PIPELINES[spec]
-    parts = spec.split("/")
-    if len(parts) == 1:
-        parts = parts * 2
-    known = sorted(PIPELINES) + sorted(SAMPLERS)
-    if len(parts) != 2:
-        raise ValueError(f"unknown sampler spec {spec!r}; use one of {known} or 'LEVEL2/LEVEL1'")
-    out: list[SamplerSpec] = []
-    for part in parts:
-        name, _, params = part.partition(":")
-        if name not in SAMPLERS:
-            raise ValueError(f"unknown sampler spec {spec!r}; use one of {known} or 'LEVEL2/LEVEL1'")
-        if not params:
-            out.append((name, None))
-            continue
-        try:
-            values = tuple(int(v) for v in params.split(","))
-            get_sampler(name, values)  # the sampler validates count and ranges
-        except (ValueError, RaybbError) as e:
-            raise ValueError(f"bad parameters {params!r} for sampler {name!r}: {e}") from e
-        out.append((name, values))
-    return out[0], out[1]
+# The named pipelines and what bare "pfr" means live in raybb.pipelines; re-exported here.
+from raybb.pipelines import (  # noqa: E402
+    DEFAULT_PIPELINE,
+    PFR_DEFAULT,
+    PFR_EXACT,
+    PFR_MAX,
+    PIPELINES,
+    parse_pipeline,
+)
+from raybb.pipelines import resolve_channels as _resolve_channels  # noqa: E402
 
 
 @dataclass
@@ -199,14 +137,6 @@ def _seed_from_pixels(rgb: np.ndarray) -> int:
     h.update(repr(rgb.shape).encode())
     h = h.digest()
     return int.from_bytes(h[:8], "little") & (2**63 - 1)
-
-
-def _resolve_channels(spec: SamplerSpec, channels: int) -> SamplerSpec:
-    """A PFR spec whose coding order is 0 ('the level's channels') gets this model's count."""
-    name, params = spec
-    if name == "pfr" and params is not None and len(params) == 5 and params[4] == 0:
-        return name, (*params[:4], channels)
-    return spec
 
 
 @contextlib.contextmanager

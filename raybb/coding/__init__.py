@@ -4,7 +4,8 @@ Pure PyTorch/NumPy + constriction: no nn.Module, no I/O.  Every sampler follows
 :class:`CodedSampler`; ``get_sampler(name_or_id, params)`` builds one from the integers written
 in a bitstream.  ``decode(p, key, enc.payload)`` is bit-identical to ``enc.sample`` on the same
 device.  Samplers: ``pfr`` (default, block Poisson functional representation), ``rejection``,
-``greedy``, ``importance`` (the seed's three).
+``greedy``, ``importance`` (the
+earlier, less efficient samplers, kept for comparison).
 """
 
 from __future__ import annotations

@@ -122,6 +122,10 @@ class Writer:
             mant & ((1 << _CHUNK) - 1) & (np.left_shift(np.int64(1), lo_bits) - 1), np.left_shift(np.int64(1), lo_bits)
         )
 
+    def num_bits(self) -> int:
+        """Bits written so far (the range coder's count; for statistics, not part of the format)."""
+        return int(self._enc.num_bits())
+
     def finish(self) -> bytes:
         words = np.asarray(self._enc.get_compressed(), dtype="<u4").tobytes()
         return zlib.crc32(words).to_bytes(4, "little") + words

@@ -1,5 +1,5 @@
 """Greedy shard sampler (Flamich, Havasi & Hernandez-Lobato 2020, "Compressing images by encoding
-their latent representations with relative entropy coding"), as in the seed.
+their latent representations with relative entropy coding").
 
 The standardized prior N(0, I) is the sum of S independent shards N(0, I/S).  Starting from
 z = 0, each step draws ``2**shard_bits`` candidate shards from the shared stream and keeps the

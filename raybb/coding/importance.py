@@ -1,4 +1,4 @@
-"""Adaptive block importance sampler (MIRACLE-style; Havasi et al. 2019, as in the seed).
+"""Adaptive block importance sampler (MIRACLE-style; Havasi et al. 2019).
 
 Dims with KL > ``outlier_bits`` are sent as 16-bit dithered outliers.  The rest are grouped in
 raster order into groups of at most ``budget_bits`` of KL and at most ``max_dims`` dims

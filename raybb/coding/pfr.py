@@ -36,9 +36,8 @@ inactive channels, which at low rates fills blocks closer to the budget (fewer b
 per-block overheads); at high rates, where most channels are active, channel-major gives fewer
 blocks.  With ``channels = C`` the encoder therefore builds the split tree in both orders (cheap:
 no candidate search), codes in the one with fewer blocks, and writes that choice as one bit after
-the latent size.  The fewer-blocks rule picked the cheaper order for 39 of 40 (model, image) pairs
-(Kodak, pln-q1..q5 of 91d765a, (20, 14, 64, 20)); position-major saved up to 15% at pln-q1 and
-channel-major up to 5% at pln-q5.  Both orders are integer permutations fixed by C, d and the
+the latent size (how often the fewer-blocks rule picks the cheaper order, and what each order
+saves: docs/coding.md, "Coding order").  Both orders are integer permutations fixed by C, d and the
 flag, never by floats.  ``channels = 1`` is the original order with no flag and keeps the
 4-parameter form, so older bitstreams and pipelines are byte-identical; ``channels = 0`` means
 "the latent's channel count" in pipeline specs, which the codec resolves before coding.
@@ -76,7 +75,14 @@ from raybb.coding.blocks import (
 from raybb.coding.entropy import Reader, Writer
 from raybb.errors import CorruptPayload
 
-__all__ = ["PFRSampler"]
+__all__ = ["PFRSampler", "PFR_DEFAULT_PARAMS"]
+
+#: What a bare "pfr" means everywhere (raybb.pipelines): blocks of up to 22 bits of KL searched among
+#: 2^14 candidates (truncated: ~1.0x KL with a measured bias), 128-dim superblocks (at low rates a
+#: 64-dim superblock holds far less than the budget, and every block costs a rank and a flag),
+#: outliers above 22 bits. ``PFRSampler()`` uses them with ``channels=1`` (the flat order); the
+#: codec adds the level's channel count. Near-exact samples: (14, 16, 64, 14).
+PFR_DEFAULT_PARAMS: tuple[int, int, int, int] = (22, 14, 128, 22)
 
 _POOL, _ARRIVAL, _PERM, _ROW, _SIGN, _ONOISE, _ODITHER = range(7)
 _K0 = 128  # ranks with per-block arrival times
@@ -210,17 +216,12 @@ class PFRSampler(IntParams):
     name: ClassVar[str] = "pfr"
     PARAMS: ClassVar[tuple[str, ...]] = ("budget_bits", "log2_candidates", "max_dims", "outlier_bits", "channels")
 
-    # Defaults (25, 16, 64, 25) since 2026-11-29: blocks of up to 25 bits of KL searched among 2^16
-    # candidates, i.e. truncated: 1.043-1.050x KL on five 200k-dim / 200k-bit synthetic latents with
-    # a measured bias (mse_ratio 1.15, the seed importance sampler's at 54% of its bits), and -2.8%
-    # BD-rate against the codec's default on Kodak (README.md, "targets").  Near-exact samples:
-    # (14, 16, 64, 14), the default from 2026-11-26 (1.47x KL).  Old bitstreams carry their params.
     def __init__(
         self,
-        budget_bits: int = 25,
-        log2_candidates: int = 16,
-        max_dims: int = 64,
-        outlier_bits: int = 25,
+        budget_bits: int = PFR_DEFAULT_PARAMS[0],
+        log2_candidates: int = PFR_DEFAULT_PARAMS[1],
+        max_dims: int = PFR_DEFAULT_PARAMS[2],
+        outlier_bits: int = PFR_DEFAULT_PARAMS[3],
         channels: int = 1,
     ) -> None:
         self.budget_bits = int(budget_bits)
@@ -303,7 +304,9 @@ class PFRSampler(IntParams):
         if pm:
             w.uint(int(use_pm), 1)
         write_outlier_section(w, OutlierCodec(keys[_ONOISE], keys[_ODITHER]), std.m, std.s, out_pos)
+        bits_outliers = w.num_bits()
         sizes, _levels = tree_split(kl_np, self.max_dims, self.budget_bits, w, skip=out_pos)
+        bits_tree = w.num_bits() - bits_outliers
         ranks = np.zeros(len(sizes), dtype=np.int64)
         bsum = np.zeros(len(sizes))
         pruned = 0
@@ -318,7 +321,9 @@ class PFRSampler(IntParams):
             del lay, m, s
         self._pruned = pruned
         del kl_np, pool
+        bits_before_ranks = w.num_bits()
         w.log_bucket(ranks)
+        bits_ranks = w.num_bits() - bits_before_ranks
         payload = w.finish()
         sample = self.decode(p, key, payload)
         stats = {
@@ -330,6 +335,12 @@ class PFRSampler(IntParams):
             "max_block_kl_bits": float(bsum.max()) if len(sizes) else 0.0,
             "mean_log2_rank": float(np.log2(ranks + 1).mean()) if len(sizes) else 0.0,
             "position_major": int(use_pm),  # the coding order chosen (see the module docstring)
+            # where the bits go (range-coder counts, approximate at the section boundaries): size,
+            # order flag and outliers; split tree; ranks
+            "outlier_section_bits": int(bits_outliers),
+            "tree_bits": int(bits_tree),
+            "rank_bits": int(bits_ranks),
+            "inlier_kl_bits": kl_total - float(kl_out.sum()),
         }
         return EncodeResult(payload=payload, sample=sample, stats=stats)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from raybb import bitstream
 from raybb.codec import PFR_DEFAULT, PFR_EXACT, PFR_MAX, Codec, parse_pipeline
-from raybb.coding import SAMPLERS
+from raybb.coding import SAMPLERS, PFRSampler
 from raybb.errors import BitstreamError, ChecksumMismatch, ImageError, ModelMismatch
 from raybb.model.weights import load_weights
 
@@ -178,11 +178,16 @@ def test_pipelines():
     assert parse_pipeline("pfr") == (("pfr", PFR_DEFAULT), ("pfr", PFR_DEFAULT))
     assert parse_pipeline(None) == parse_pipeline("pfr")
     assert parse_pipeline("pfr-max") == (("pfr", PFR_MAX), ("pfr", PFR_MAX))
-    assert parse_pipeline("pfr-exact") == parse_pipeline("pfr-hq") == (("pfr", PFR_EXACT), ("pfr", PFR_EXACT))
-    assert parse_pipeline("importance/pfr") == (("importance", None), ("pfr", None))
+    assert parse_pipeline("pfr-exact") == (("pfr", PFR_EXACT), ("pfr", PFR_EXACT))
+    # a bare "pfr" means PFR_DEFAULT everywhere: alone, in a pair, as the sampler's own default
+    assert parse_pipeline("importance/pfr") == (("importance", None), ("pfr", PFR_DEFAULT))
+    assert parse_pipeline("pfr/pfr") == parse_pipeline("pfr")
+    assert PFR_DEFAULT[:4] == PFRSampler().params()
     assert parse_pipeline("pfr:20,14,64,20") == (("pfr", (20, 14, 64, 20)),) * 2
     assert parse_pipeline("pfr:20,14,64,20,0") == (("pfr", (20, 14, 64, 20, 0)),) * 2
-    assert parse_pipeline("pfr-v1") == (("pfr", (20, 14, 64, 20)),) * 2
+    for retired, explicit in (("pfr-v1", "pfr:20,14,64,20"), ("pfr-v0", "pfr:12,14,64,12"), ("pfr-hq", "pfr-exact")):
+        with pytest.raises(ValueError, match=explicit):
+            parse_pipeline(retired)
     assert parse_pipeline("pfr:14,16,64,14/greedy") == (("pfr", (14, 16, 64, 14)), ("greedy", None))
     with pytest.raises(ValueError):
         parse_pipeline("nope")
@@ -194,13 +199,14 @@ def test_pipelines():
 # golden_pfr_v0 pins the first default (12, 14, 64, 12) and golden_pfr_v1 the second (20, 14, 64, 20),
 # both in channel-major order: files written before the default changed must keep decoding to the
 # same pixels (and the old pipelines must keep producing the same bytes). golden_pfr_max pins the
-# 25-bit-budget, 2^16-candidate search of `pfr-max` (the library default PFRSampler()).
+# 25-bit-budget, 2^16-candidate search of `pfr-max`. Pipelines are spelled out (the bytes are pinned,
+# a pipeline name may come to mean other parameters for new streams).
 GOLDEN = [
-    ("golden_pfr", "pfr", 11),
-    ("golden_pfr_v1", "pfr-v1", 11),
-    ("golden_pfr_v0", "pfr-v0", 11),
+    ("golden_pfr", "pfr:22,14,64,22,0", 11),
+    ("golden_pfr_v1", "pfr:20,14,64,20", 11),
+    ("golden_pfr_v0", "pfr:12,14,64,12", 11),
     ("golden_isgs", "is-gs", 12),
-    ("golden_pfr_max", "pfr-max", 11),
+    ("golden_pfr_max", "pfr:25,16,64,25,0", 11),
 ]
 
 
@@ -237,8 +243,8 @@ def test_default_pipeline_codes_position_major_over_each_levels_channels(tiny_we
     assert tuple(c.section(1).params) == (*PFR_DEFAULT[:4], cfg.M)
     assert tuple(c.section(2).params) == (*PFR_DEFAULT[:4], cfg.G)
     # any codec decodes it (the order is in the stream), e.g. one built for the previous default
-    assert np.array_equal(Codec(load_weights(tiny_weights), "pfr-v1").decompress(data), codec.decompress(data))
+    assert np.array_equal(Codec(load_weights(tiny_weights), "pfr:20,14,64,20").decompress(data), codec.decompress(data))
     # an explicit spec with order 0 resolves the same way; order 1 is the previous channel-major order
-    assert Codec(load_weights(tiny_weights), "pfr:22,14,64,22,0").compress(photo[:64, :96], seed=3) == data
+    assert Codec(load_weights(tiny_weights), "pfr:22,14,128,22,0").compress(photo[:64, :96], seed=3) == data
     v1 = Codec(load_weights(tiny_weights), "pfr:20,14,64,20,1").compress(photo[:64, :96], seed=3)
-    assert v1 == Codec(load_weights(tiny_weights), "pfr-v1").compress(photo[:64, :96], seed=3) != data
+    assert v1 == Codec(load_weights(tiny_weights), "pfr:20,14,64,20").compress(photo[:64, :96], seed=3) != data

@@ -16,8 +16,9 @@ from raybb.model.ladder import pad_to_stride
 from raybb.model.weights import load_weights
 
 # the same files, pipelines and seeds as tests/codec/test_codec.py::test_golden_bitstreams
-GOLDEN = [("golden_pfr", "pfr", 11), ("golden_pfr_v1", "pfr-v1", 11), ("golden_pfr_v0", "pfr-v0", 11),
-          ("golden_isgs", "is-gs", 12), ("golden_pfr_max", "pfr-max", 11)]  # fmt: skip
+GOLDEN = [("golden_pfr", "pfr:22,14,64,22,0", 11), ("golden_pfr_v1", "pfr:20,14,64,20", 11),
+          ("golden_pfr_v0", "pfr:12,14,64,12", 11), ("golden_isgs", "is-gs", 12),
+          ("golden_pfr_max", "pfr:25,16,64,25,0", 11)]  # fmt: skip
 
 
 @pytest.mark.parametrize("name,pipeline,seed", GOLDEN)

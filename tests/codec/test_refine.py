@@ -89,8 +89,8 @@ def test_refinement_lowers_the_objective_tiny_model(tiny_codec, photo):
 
 def test_effort_zero_is_the_golden_stream(tiny_weights, photo):
     data = (EXPECTED / "golden_pfr.rbb").read_bytes()
-    assert Codec(load_weights(tiny_weights), "pfr", effort=0).compress(photo, seed=11) == data
-    refined = Codec(load_weights(tiny_weights), "pfr", effort=1)
+    assert Codec(load_weights(tiny_weights), "pfr:22,14,64,22,0", effort=0).compress(photo, seed=11) == data
+    refined = Codec(load_weights(tiny_weights), "pfr:22,14,64,22,0", effort=1)
     assert refined.compress(photo, seed=11, effort=0) == data
     assert refined.compress(photo, seed=11) != data
 
@@ -162,6 +162,6 @@ def test_images_above_the_refinement_limit_are_coded_at_effort_zero(tiny_weights
     import raybb.codec
 
     monkeypatch.setattr(raybb.codec, "REFINE_MAX_PIXELS", photo.shape[0] * photo.shape[1] - 1)
-    res = Codec(load_weights(tiny_weights), "pfr").compress_with_stats(photo, seed=11, effort=2)
+    res = Codec(load_weights(tiny_weights), "pfr:22,14,64,22,0").compress_with_stats(photo, seed=11, effort=2)
     assert res.data == (EXPECTED / "golden_pfr.rbb").read_bytes()
     assert (res.effort, res.refine_steps) == (2, 0)

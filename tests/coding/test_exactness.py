@@ -87,7 +87,7 @@ def test_importance_is_biased_but_near_q():
 
 @pytest.mark.slow
 def test_pfr_near_exact_params_on_synthetic_latent_log_q():
-    """Fidelity of the near-exact parameters (the default until 2026-11-29, the codec's pfr-exact) on
+    """Fidelity of the near-exact parameters (the codec's pfr-exact) on
     a realistic latent: mean log q of the coded sample ~ exact."""
     from raybb.coding import kl_bits
     from raybb.coding.synthetic import make_pair

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from raybb.coding import GreedySampler, ImportanceSampler, PFRSampler, RejectionSampler, StreamKey
+from raybb.coding import (
+    GreedySampler,
+    ImportanceSampler,
+    PFRSampler,
+    RejectionSampler,
+    StreamKey,
+)
 from raybb.coding.synthetic import make_pair
 from raybb.errors import BitstreamError
 

@@ -15,12 +15,15 @@ from raybb.coding import (
     get_sampler,
     kl_bits,
 )
+from raybb.coding.pfr import PFR_DEFAULT_PARAMS
 from raybb.coding.synthetic import make_pair
 from raybb.errors import BitstreamError, CodingError, CorruptPayload
 
 SMALL = {
     "pfr": PFRSampler(8, 11, 16, 8),
-    "pfr-default": PFRSampler(),
+    "pfr-default": PFRSampler(),  # (22, 14, 128, 22): what a bare "pfr" means
+    "pfr-max": PFRSampler(25, 16, 64, 25),
+    "pfr-256": PFRSampler(22, 14, 256, 22, channels=6),  # the widest superblocks, the order bit
     "rejection": RejectionSampler(6),
     "greedy": GreedySampler(4, 8, 32),
     "importance": ImportanceSampler(6, 32, 6),
@@ -56,7 +59,7 @@ def test_registry():
     assert {"pfr", "rejection", "greedy", "importance"} <= set(SAMPLERS)
     ids = [cls.sampler_id for cls in SAMPLERS.values()]
     assert len(set(ids)) == len(ids)
-    assert get_sampler("pfr").params() == PFRSampler().params()
+    assert get_sampler("pfr").params() == PFRSampler().params() == PFR_DEFAULT_PARAMS == (22, 14, 128, 22)
     with pytest.raises(CorruptPayload):
         get_sampler(250)
     with pytest.raises(CorruptPayload):
@@ -146,15 +149,15 @@ def test_pfr_rate_tracks_kl():
 
 
 def test_pfr_default_beats_previous_defaults_and_old_params_still_decode():
-    """Each default spends fewer bits than the one before: (25, 16, 64, 25) (truncated, 2026-11-29)
-    < (14, 16, 64, 14) (near-exact, 2026-11-26) < (12, 14, 64, 12); payloads made with old params
-    (written in old containers) still decode bit-exactly."""
+    """Truncated blocks spend fewer bits than near-exact ones: the default (22, 14, 128, 22) and
+    (25, 16, 64, 25) < (14, 16, 64, 14) < (12, 14, 64, 12) (smaller blocks, more overhead); payloads
+    made with other params (written in older containers) still decode bit-exactly."""
     q, p = make_pair(12000, 12000, seed=21)
     bits = [
         get_sampler("pfr", prm).encode(q, p, StreamKey(4)).stats["coded_bits"]
-        for prm in (None, (14, 16, 64, 14), (12, 14, 64, 12))
+        for prm in (None, (25, 16, 64, 25), (14, 16, 64, 14), (12, 14, 64, 12))
     ]
-    assert bits[0] < bits[1] < bits[2]
+    assert max(bits[0], bits[1]) < bits[2] < bits[3]
     old = get_sampler("pfr", (12, 14, 64, 12)).encode(q, p, StreamKey(4))
     assert torch.equal(
         get_sampler(PFRSampler.sampler_id, (12, 14, 64, 12)).decode(p, StreamKey(4), old.payload), old.sample
@@ -251,3 +254,13 @@ def test_payload_encoded_on_cuda_decodes_to_the_same_floats_on_cpu(name, pair):
     enc = SMALL[name].encode(*on_gpu, key)
     assert enc.sample.is_cuda
     assert torch.equal(SMALL[name].decode(p, key, enc.payload), enc.sample.cpu())
+
+
+def test_pfr_stats_split_the_payload():
+    """The payload's split into outlier section, split tree and ranks (benchmarks/coding_gap.py)
+    adds up to the coded bits, less the CRC and the range coder's final word."""
+    q, p = make_pair(6000, 9000, seed=8)
+    st = PFRSampler(12, 12, 64, 12, channels=6).encode(q, p, StreamKey(3)).stats
+    parts = st["outlier_section_bits"] + st["tree_bits"] + st["rank_bits"]
+    assert st["n_outliers"] > 0 and st["tree_bits"] > 0 and st["rank_bits"] > 8 * st["n_blocks"]
+    assert 0 <= st["coded_bits"] - 32 - parts <= 64
