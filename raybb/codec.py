@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from raybb import bitstream
-from raybb.coding import CodedSampler, DiagGaussian, StreamKey, get_sampler
+from raybb.coding import CodedSampler, DiagGaussian, StreamKey
 from raybb.errors import (
     CodingError,
     CorruptPayload,
@@ -48,6 +48,9 @@ from raybb.levels import decode_levels, quality_of_rate, rate_of_quality, sample
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
+
+# the named pipelines live in raybb.pipelines; re-exported here for callers of raybb.codec
+from raybb.pipelines import DEFAULT_PIPELINE, PFR_DEFAULT, PFR_EXACT, PFR_MAX, PIPELINES, parse_pipeline
 from raybb.refine import METRICS, REFINE_MAX_PIXELS, EffortLevel, Refiner, RefineStats, effort_level
 from raybb.tiling import stage_runner, tile_pixels_for, to_uint8
 
@@ -62,17 +65,6 @@ __all__ = [
     "PFR_EXACT",
     "parse_pipeline",
 ]
-
-# The named pipelines and what bare "pfr" means live in raybb.pipelines; re-exported here.
-from raybb.pipelines import (  # noqa: E402
-    DEFAULT_PIPELINE,
-    PFR_DEFAULT,
-    PFR_EXACT,
-    PFR_MAX,
-    PIPELINES,
-    parse_pipeline,
-)
-from raybb.pipelines import resolve_channels as _resolve_channels  # noqa: E402
 
 
 @dataclass
