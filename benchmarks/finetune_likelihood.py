@@ -46,7 +46,7 @@ from raybb.model.weights import load_weights, save_weights  # noqa: E402
 from raybb.train.fast import DeviceImages, load_image_folder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+RESULTS = Path(__import__("os").environ.get("FT_RESULTS", REPO / "benchmarks" / "results"))
 OUT = Path("/work/family_out")
 HELD_OUT = TRAIN / "cid22" / "validation"
 #: every training photo in ../shared (BSDS500 all splits + CID22 training); cid22/validation is held out
@@ -257,7 +257,58 @@ def report(args: argparse.Namespace) -> None:
     res = {"machine": machine_info(), "command": args.command, "runs": runs, "table": table}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune_likelihood.json").write_text(json.dumps(res, indent=2) + "\n")
+    _write_md(res, RESULTS / "finetune_likelihood.md")
     print(json.dumps(table, indent=1))
+
+
+def _write_md(res: dict, path: Path) -> None:
+    """The table as markdown; a "## Reading" section already in the file (written by hand after
+    the run) is kept."""
+    keep = ""
+    if path.exists() and "\n## Reading" in path.read_text():
+        keep = "## Reading" + path.read_text().split("\n## Reading", 1)[1]
+    m = res["machine"]
+    lines = [
+        "# Fine-tuning a shipped PLN: Laplace/L1 (control) vs Gaussian/MSE likelihood",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores shared with three other jobs (1 torch thread per process, "
+        f"`nice -n 10`), torch {m['torch']}. Date: {m['date']}. Report command: `{res['command']}`.",
+        "",
+        "Both runs of a rate start from the same shipped weights and see the same crops (BSDS500 all splits + "
+        "CID22 training), posterior noise, steps and learning-rate schedule; only the likelihood differs. "
+        "Gaussian scale γ: slope match to the L1 term at the model's own error on training crops (γ² = S/A). "
+        "Evaluation: actual bitstreams, default pipeline, effort 0; held-out = first CID22 validation images "
+        "(never trained on), Kodak-24 = evaluation only. `eq. rate`: the model's bpp against the bpp the shipped "
+        "family (q1..q5) needs for the same quality, interpolated along its curve (pchip on log-bpp): a one-point "
+        "BD-rate, negative = fewer bits for the same quality; on the mean curve, and (in brackets) the mean of "
+        "per-image values.",
+        "",
+        "## Runs",
+        "",
+        "| run | likelihood | β | γ (Gaussian) | steps | batch × patch² | lr | train minutes | train px/s | command |",
+        "|---|---|---:|---:|---:|---|---:|---:|---:|---|",
+    ]
+    for name, r in res["runs"].items():
+        a, g = r["args"], r["calibration"]["gamma"]
+        lines.append(
+            f"| {name} | {r['likelihood']} | {r['beta']} | {'' if g is None else f'{g:.4f}'} | {r['steps']} | "
+            f"{a['batch']} × {a['patch']}² | {a['lr']:g} | {r['train_seconds'] / 60:.1f} | {r['train_px_per_s']:.0f} | "
+            f"`{r['command']}` |"
+        )
+    lines += [
+        "",
+        "## Results",
+        "",
+        "| set | model | images | bpp | PSNR dB | MS-SSIM dB | eq. rate PSNR % | eq. rate MS-SSIM % |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in res["table"]:
+        lines.append(
+            f"| {t['set']} | {t['model']} | {t['images']} | {t['bpp']:.4f} | {t['psnr']:.3f} | {t['ms_ssim_db']:.3f} | "
+            f"{t['eq_rate_psnr']:+.1f} ({t['eq_rate_psnr_per_image']:+.1f}) | "
+            f"{t['eq_rate_ms_ssim_db']:+.1f} ({t['eq_rate_ms_ssim_db_per_image']:+.1f}) |"
+        )
+    path.write_text("\n".join(lines) + "\n\n" + keep)
 
 
 def main(argv: list[str] | None = None) -> None:
