@@ -254,11 +254,38 @@ def report(args: argparse.Namespace) -> None:
                 row[f"eq_rate_{q}_per_image"] = float(np.mean(per)) if per else math.nan
                 row[f"eq_rate_{q}_n"] = len(per)
             table.append(row)
-    res = {"machine": machine_info(), "command": args.command, "runs": runs, "table": table}
+    res = {"machine": machine_info(), "command": args.command, "runs": runs, "table": table, "bd": _bd_rows(table)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "finetune_likelihood.json").write_text(json.dumps(res, indent=2) + "\n")
     _write_md(res, RESULTS / "finetune_likelihood.md")
     print(json.dumps(table, indent=1))
+
+
+def _bd_rows(table: list[dict]) -> list[dict]:
+    """Where a likelihood was fine-tuned at two or more rates: BD-rate (pchip, mean curves) of its
+    fine-tuned points against the same members as shipped, and Gaussian against the Laplace control."""
+    from raybb.evaluation.bd import bd_rate
+
+    out = []
+    for s in ("held-out", "kodak"):
+        pts = {t["model"]: t for t in table if t["set"] == s}
+        curves: dict[str, list[dict]] = {}
+        for name in pts:
+            stem, _, lik = name.rpartition("-")
+            if lik in ("laplace", "gaussian") and stem in pts:
+                curves.setdefault(lik, []).append(pts[name])
+                curves.setdefault(f"shipped:{lik}", []).append(pts[stem])
+        pairs = [(f"shipped:{k}", k) for k in ("laplace", "gaussian")] + [("laplace", "gaussian")]
+        for a, b in pairs:
+            if len(curves.get(a, [])) < 2 or len(curves.get(b, [])) < 2:
+                continue
+            row = {"set": s, "anchor": a.replace(":laplace", "").replace(":gaussian", ""), "test": b,
+                   "members": sorted(t["model"] for t in curves[b])}  # fmt: skip
+            for q in ("psnr", "ms_ssim_db"):
+                row[f"bd_rate_{q}"] = bd_rate([t["bpp"] for t in curves[a]], [t[q] for t in curves[a]],
+                                              [t["bpp"] for t in curves[b]], [t[q] for t in curves[b]])  # fmt: skip
+            out.append(row)
+    return out
 
 
 def _write_md(res: dict, path: Path) -> None:
@@ -308,6 +335,20 @@ def _write_md(res: dict, path: Path) -> None:
             f"{t['eq_rate_psnr']:+.1f} ({t['eq_rate_psnr_per_image']:+.1f}) | "
             f"{t['eq_rate_ms_ssim_db']:+.1f} ({t['eq_rate_ms_ssim_db_per_image']:+.1f}) |"
         )
+    if res["bd"]:
+        lines += [
+            "",
+            "BD-rate (pchip, on the mean curves; negative = the test curve needs fewer bits), over the rates that "
+            "were fine-tuned:",
+            "",
+            "| set | anchor | test | members | BD-rate PSNR % | BD-rate MS-SSIM % |",
+            "|---|---|---|---|---:|---:|",
+        ]
+        for b in res["bd"]:
+            lines.append(
+                f"| {b['set']} | {b['anchor']} | {b['test']} | {', '.join(b['members'])} | "
+                f"{b['bd_rate_psnr']:+.1f} | {b['bd_rate_ms_ssim_db']:+.1f} |"
+            )
     path.write_text("\n".join(lines) + "\n\n" + keep)
 
 
