@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import shlex
 import sys
 import time
@@ -270,16 +271,17 @@ def _bd_rows(table: list[dict]) -> list[dict]:
     for s in ("held-out", "kodak"):
         pts = {t["model"]: t for t in table if t["set"] == s}
         curves: dict[str, list[dict]] = {}
-        for name in pts:
-            stem, _, lik = name.rpartition("-")
-            if lik in ("laplace", "gaussian") and stem in pts:
-                curves.setdefault(lik, []).append(pts[name])
-                curves.setdefault(f"shipped:{lik}", []).append(pts[stem])
-        pairs = [(f"shipped:{k}", k) for k in ("laplace", "gaussian")] + [("laplace", "gaussian")]
+        for name in pts:  # run folders are named <member>-<likelihood>[-<variant>]
+            m = re.fullmatch(r"(.+?)-((?:laplace|gaussian)(?:-.+)?)", name)
+            if m and m.group(1) in pts:
+                curves.setdefault(m.group(2), []).append(pts[name])
+                curves.setdefault(f"shipped:{m.group(2)}", []).append(pts[m.group(1)])
+        kinds = [k for k in curves if not k.startswith("shipped:")]
+        pairs = [(f"shipped:{k}", k) for k in kinds] + [("laplace", k) for k in kinds if k != "laplace"]
         for a, b in pairs:
             if len(curves.get(a, [])) < 2 or len(curves.get(b, [])) < 2:
                 continue
-            row = {"set": s, "anchor": a.replace(":laplace", "").replace(":gaussian", ""), "test": b,
+            row = {"set": s, "anchor": a.split(":")[0] if a.startswith("shipped:") else a, "test": b,
                    "members": sorted(t["model"] for t in curves[b])}  # fmt: skip
             for q in ("psnr", "ms_ssim_db"):
                 row[f"bd_rate_{q}"] = bd_rate([t["bpp"] for t in curves[a]], [t[q] for t in curves[a]],
@@ -316,9 +318,10 @@ def _write_md(res: dict, path: Path) -> None:
         "|---|---|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for name, r in res["runs"].items():
-        a, g = r["args"], r["calibration"]["gamma"]
+        a, g, k = r["args"], r["calibration"]["gamma"], r["calibration"]["mse_scale"]
+        gs = "" if g is None else f"{g:.4f}" + ("" if k == 1 else f" (γ² = S/({k:g}·A))")
         lines.append(
-            f"| {name} | {r['likelihood']} | {r['beta']} | {'' if g is None else f'{g:.4f}'} | {r['steps']} | "
+            f"| {name} | {r['likelihood']} | {r['beta']} | {gs} | {r['steps']} | "
             f"{a['batch']} × {a['patch']}² | {a['lr']:g} | {r['train_seconds'] / 60:.1f} | {r['train_px_per_s']:.0f} | "
             f"`{r['command']}` |"
         )
