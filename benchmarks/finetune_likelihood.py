@@ -265,28 +265,29 @@ def report(args: argparse.Namespace) -> None:
 
 def _bd_rows(table: list[dict]) -> list[dict]:
     """Where a likelihood was fine-tuned at two or more rates: BD-rate (pchip, mean curves) of its
-    fine-tuned points against the same members as shipped, and Gaussian against the Laplace control."""
+    fine-tuned points against the same members as shipped, and against the Laplace control on the
+    members both have."""
     from raybb.evaluation.bd import bd_rate
 
     out = []
     for s in ("held-out", "kodak"):
         pts = {t["model"]: t for t in table if t["set"] == s}
-        curves: dict[str, list[dict]] = {}
+        runs: dict[str, dict[str, dict]] = {}  # kind -> member -> point
         for name in pts:  # run folders are named <member>-<likelihood>[-<variant>]
             m = re.fullmatch(r"(.+?)-((?:laplace|gaussian)(?:-.+)?)", name)
             if m and m.group(1) in pts:
-                curves.setdefault(m.group(2), []).append(pts[name])
-                curves.setdefault(f"shipped:{m.group(2)}", []).append(pts[m.group(1)])
-        kinds = [k for k in curves if not k.startswith("shipped:")]
-        pairs = [(f"shipped:{k}", k) for k in kinds] + [("laplace", k) for k in kinds if k != "laplace"]
+                runs.setdefault(m.group(2), {})[m.group(1)] = pts[name]
+        pairs = [("shipped", k) for k in runs] + [("laplace", k) for k in runs if k != "laplace"]
         for a, b in pairs:
-            if len(curves.get(a, [])) < 2 or len(curves.get(b, [])) < 2:
+            members = sorted(runs[b] if a == "shipped" else set(runs[b]) & set(runs.get(a, {})))
+            if len(members) < 2:
                 continue
-            row = {"set": s, "anchor": a.split(":")[0] if a.startswith("shipped:") else a, "test": b,
-                   "members": sorted(t["model"] for t in curves[b])}  # fmt: skip
+            ca = [pts[mb] if a == "shipped" else runs[a][mb] for mb in members]
+            cb = [runs[b][mb] for mb in members]
+            row = {"set": s, "anchor": a, "test": b, "members": [t["model"] for t in cb]}
             for q in ("psnr", "ms_ssim_db"):
-                row[f"bd_rate_{q}"] = bd_rate([t["bpp"] for t in curves[a]], [t[q] for t in curves[a]],
-                                              [t["bpp"] for t in curves[b]], [t[q] for t in curves[b]])  # fmt: skip
+                row[f"bd_rate_{q}"] = bd_rate([t["bpp"] for t in ca], [t[q] for t in ca],
+                                              [t["bpp"] for t in cb], [t[q] for t in cb])  # fmt: skip
             out.append(row)
     return out
 
