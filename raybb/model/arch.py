@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from raybb.model.channel_ladder import ChannelLadderConfig, ChannelLadderNetwork
+from raybb.model.distributions import likelihood_class
 from raybb.model.ladder import LadderConfig, LadderNetwork
 
 __all__ = ["Architecture", "ARCHITECTURES", "DEFAULT_ARCH", "get_architecture", "register_architecture", "arch_of"]
@@ -84,6 +85,7 @@ def check_ladder_config(config: LadderConfig) -> None:
     if type(config.learn_scale) is not bool:
         raise ValueError(f"bad architecture: learn_scale={config.learn_scale!r}")
     _check_positive("gamma_floor", config.gamma_floor)
+    likelihood_class(config.likelihood)  # ValueError("bad architecture: ...") for an unknown name
 
 
 register_architecture("pln", LadderNetwork, LadderConfig, check_ladder_config)

@@ -1,5 +1,6 @@
 """Densities used by the ladder network: diagonal Gaussians (posteriors and priors) and the
-Laplace likelihood with an optional learned scale γ (the γ-PLN).
+likelihoods p(x|z): Laplace (an L1 loss, the shipped PLNs') or Gaussian (an MSE loss, what PSNR
+judges), each with a fixed scale or an optional learned one γ (the γ-PLN).
 
 Kept free of any coding logic: the coded samplers receive plain (mean, std) tensors.
 """
@@ -13,7 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Gaussian", "LaplaceLikelihood", "precision_weighted", "positive_scale"]
+__all__ = [
+    "Gaussian",
+    "GaussianLikelihood",
+    "LaplaceLikelihood",
+    "LIKELIHOODS",
+    "likelihood_class",
+    "precision_weighted",
+    "positive_scale",
+]
 
 #: Lower bound on every latent standard deviation: keeps log-densities finite and the KL of a
 #: collapsed dimension bounded (σ=1e-3 in a standardized prior is ~10 bits).
@@ -87,3 +96,25 @@ class LaplaceLikelihood(nn.Module):
     def nll(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         g = self.gamma().view(1, -1, 1, 1)
         return (x - x_hat).abs() / g + torch.log(2 * g)
+
+
+class GaussianLikelihood(LaplaceLikelihood):
+    """-log N(x | x̂, γ²) per subpixel, x in [0,1]: an MSE loss (what PSNR judges). The same γ as
+    ``LaplaceLikelihood`` (fixed at ``gamma_floor`` or learned above it) and the same parameter
+    (``raw_gamma``), so a network's tensors do not depend on its likelihood; only the density does."""
+
+    def nll(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+        g = self.gamma().view(1, -1, 1, 1)
+        return 0.5 * ((x - x_hat) / g) ** 2 + torch.log(g) + 0.5 * math.log(2 * math.pi)
+
+
+#: likelihood names as written in weights metadata (never rename or reuse one)
+LIKELIHOODS: dict[str, type[LaplaceLikelihood]] = {"laplace": LaplaceLikelihood, "gaussian": GaussianLikelihood}
+
+
+def likelihood_class(name: str) -> type[LaplaceLikelihood]:
+    """The likelihood module for a config's ``likelihood`` name; ValueError for an unknown one."""
+    try:
+        return LIKELIHOODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"bad architecture: likelihood={name!r} (one of {sorted(LIKELIHOODS)})") from None

@@ -13,7 +13,7 @@ Data flow (shapes for an input of H×W; strides 16 and 64)::
           q(z1|z2,x) = N(μx,σx²)·N(μp,σp²)  (precision-weighted product)
                                │ z1 ~ q(z1|z2,x)
                                ▼
-      x̂ (B,3,H,W) ◀──g_s──  z1                      likelihood: Laplace(x | x̂, γ)
+      x̂ (B,3,H,W) ◀──g_s──  z1          likelihood: Laplace(x | x̂, γ) or Gaussian N(x | x̂, γ²)
 
 The rate of a coded sample is ≈ KL[q(z2|x)‖p(z2)] + KL[q(z1|z2,x)‖p(z1|z2)].
 Level 1 follows Ballé et al. 2016/2018 (5×5 stride-2 convs, GDN/IGDN, mirror padding);
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from raybb.model.distributions import STD_FLOOR, Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
+from raybb.model.distributions import STD_FLOOR, Gaussian, likelihood_class, positive_scale, precision_weighted
 from raybb.model.layers import GDN, MirrorConv2d, MirrorUpConv2d
 from raybb.model.protocol import LatentSpec, RDTerms
 
@@ -58,9 +58,17 @@ class LadderConfig:
     #: γ∞ for the γ-PLN, in units of the [0,1] pixel range; for the plain PLN the fixed scale
     #: itself (1.0 = the seed's unit-scale PLN, whose β range 0.01…1 assumes it).
     gamma_floor: float = 1.0 / 255.0
+    #: p(x|z): "laplace" (an L1 loss; every shipped PLN) or "gaussian" (an MSE loss, what PSNR
+    #: judges), both at scale γ as above. The codec does not depend on it (only training does).
+    likelihood: str = "laplace"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The metadata form. The default likelihood is omitted, so every config written before the
+        field existed serialises (and fingerprints) exactly as it did."""
+        d = asdict(self)
+        if d["likelihood"] == "laplace":
+            del d["likelihood"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> LadderConfig:
@@ -142,7 +150,7 @@ class LadderNetwork(nn.Module):
             MirrorUpConv2d(Fc, Fc, 5), act(),
             MirrorConv2d(Fc, 2 * M, 3, 1),
         )  # fmt: skip
-        self.likelihood = LaplaceLikelihood(3, learn_scale=c.learn_scale, gamma_floor=c.gamma_floor)
+        self.likelihood = likelihood_class(c.likelihood)(3, learn_scale=c.learn_scale, gamma_floor=c.gamma_floor)
         # Training-only mixed precision (``TrainConfig.precision``): the four convolution stacks
         # run under autocast in this dtype; their outputs, the Gaussians, KLs and likelihood stay
         # float32. None (the default, and always in the codec) = plain float32, bit-reproducible.
@@ -197,7 +205,7 @@ class LadderNetwork(nn.Module):
         return precision_weighted(bottom_up, prior1)
 
     def synthesize(self, z1: torch.Tensor) -> torch.Tensor:
-        """Laplace mean x̂ in [0,1] units (unclamped; callers clamp for display)."""
+        """The likelihood's mean x̂ in [0,1] units (unclamped; callers clamp for display)."""
         return (self._stack(self.g_s, z1) + 1.0) * 0.5
 
     # -- the LatentModel protocol (raybb.model.protocol): z2 is coded first (level 2), then z1 (level 1)
