@@ -43,7 +43,7 @@ from dataclasses import dataclass
 
 import torch
 
-from raybb.model.distributions import STD_FLOOR, Gaussian
+from raybb.model.distributions import STD_FLOOR, Gaussian, GaussianLikelihood
 
 __all__ = [
     "EFFORTS",
@@ -128,8 +128,6 @@ def nll_slope(likelihood, e: torch.Tensor) -> float:
     """A = d/ds of the training likelihood's -log p at errors s·e, at s = 1: Σ|e|/γ for the Laplace
     (an L1 loss), Σe²/γ² for the Gaussian (MSE). For the Gaussian with metric mse the slope match
     λ = A / (2βS) is then exactly the training objective's weight 1 / (2βγ²)."""
-    from raybb.model.channel_ladder import GaussianLikelihood
-
     gamma = likelihood.gamma().detach().view(1, -1, 1, 1)  # 1 for the unit-scale PLN
     if isinstance(likelihood, GaussianLikelihood):
         return float((e / gamma).pow(2).sum())
@@ -139,8 +137,6 @@ def nll_slope(likelihood, e: torch.Tensor) -> float:
 def lambda_scale(likelihood, metric: str) -> float:
     """LAMBDA_SCALE for a Laplace-trained model (tuned on the PLN); 1 for a Gaussian-trained one,
     whose λ already is its training objective's (not tuned)."""
-    from raybb.model.channel_ladder import GaussianLikelihood
-
     return 1.0 if isinstance(likelihood, GaussianLikelihood) else LAMBDA_SCALE[metric]
 
 

@@ -34,7 +34,14 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from raybb.model.distributions import STD_FLOOR, Gaussian, LaplaceLikelihood, positive_scale, precision_weighted
+from raybb.model.distributions import (
+    STD_FLOOR,
+    Gaussian,
+    GaussianLikelihood,
+    LaplaceLikelihood,
+    positive_scale,
+    precision_weighted,
+)
 from raybb.model.layers import GDN, MirrorConv2d, MirrorUpConv2d
 from raybb.model.protocol import LatentSpec, RDTerms
 
@@ -127,18 +134,6 @@ class ChannelLadderConfig:
         """The nearest rate index to β (clamped to the range)."""
         t = math.log(self.beta_max / beta) / math.log(self.beta_max / self.beta_min)
         return int(round(min(max(t, 0.0), 1.0) * (self.rate_levels - 1)))
-
-
-class GaussianLikelihood(LaplaceLikelihood):
-    """-log N(x | x̂, γ²) per subpixel, x in [0,1]: an MSE loss (what PSNR judges). The same γ as
-    ``LaplaceLikelihood`` (fixed at ``gamma_floor`` or learned above it); only the density differs."""
-
-    def __init__(self, channels: int = 3, learn_scale: bool = False, gamma_floor: float = 1.0 / 255.0):
-        super().__init__(channels, learn_scale=learn_scale, gamma_floor=gamma_floor)
-
-    def nll(self, x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-        g = self.gamma().view(1, -1, 1, 1)
-        return 0.5 * ((x - x_hat) / g) ** 2 + torch.log(g) + 0.5 * math.log(2 * math.pi)
 
 
 class BetaGain(nn.Module):
