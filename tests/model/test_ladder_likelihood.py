@@ -109,3 +109,19 @@ def test_gaussian_model_codes_and_decodes(tmp_path):
     img = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
     r = codec.compress_with_stats(img)
     assert r.bpp > 0 and np.array_equal(codec.decompress(r.data), r.reconstruction)
+
+
+def test_refinement_weighs_a_gaussian_pln_by_its_own_objective():
+    """Encoder refinement (raybb.refine) calibrates λ from the training likelihood's slope: Σe²/γ²
+    for a Gaussian PLN (λ = 1/(2βγ²), its training weight, no Laplace-tuned scale), Σ|e|/γ for the
+    Laplace one."""
+    from raybb.refine import LAMBDA_SCALE, lambda_scale, nll_slope
+
+    torch.manual_seed(0)
+    e = torch.randn(1, 3, 8, 8) * 0.1
+    gauss = LadderNetwork(TINY_GAUSS).likelihood
+    lap = LadderNetwork(LadderConfig(N=16, M=16, F=16, G=4, learn_scale=False, gamma_floor=0.05)).likelihood
+    assert nll_slope(gauss, e) == pytest.approx(float((e / 0.05).pow(2).sum()), rel=1e-5)
+    assert nll_slope(lap, e) == pytest.approx(float((e.abs() / 0.05).sum()), rel=1e-5)
+    assert lambda_scale(gauss, "mse") == 1.0
+    assert lambda_scale(lap, "mse") == LAMBDA_SCALE["mse"] != 1.0
