@@ -622,11 +622,22 @@ def eval_(
     no_baselines: Annotated[bool, typer.Option("--no-baselines", help="Evaluate raybb only.")] = False,
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
     theoretical: Annotated[bool, typer.Option(help="Also measure the exact-sample (theoretical) point.")] = True,
+    quality: Annotated[
+        list[float],
+        typer.Option(
+            "--quality",
+            "-q",
+            help="Points on a variable-rate model's curve (repeatable; default: the integer qualities 1..8). "
+            "Fixed-rate models are one point each.",
+        ),
+    ] = [],  # noqa: B006
     device: DeviceOpt = None,
 ) -> None:
-    """Rate-distortion evaluation against classical codecs: tables (CSV/Parquet), BD-rate and RD plots."""
+    """Rate-distortion evaluation against classical codecs: tables (CSV/Parquet), BD-rate and RD plots.
+
+    A variable-rate model is evaluated at several qualities, so it draws its whole curve alone."""
     from raybb.baselines import baseline_names
-    from raybb.codec import load_codec
+    from raybb.codec import Codec, load_codec
     from raybb.evaluation import evaluate_folder, markdown_table
     from raybb.registry import list_models
 
@@ -642,8 +653,19 @@ def eval_(
     if unknown:
         console.print(f"[red]error:[/red] unknown baseline(s) {unknown}; available: {baseline_names()}")
         raise typer.Exit(EXIT_USAGE)
+    from raybb.levels import QUALITY_MAX, QUALITY_MIN
+
+    qualities = list(quality) or [float(q) for q in range(int(QUALITY_MIN), int(QUALITY_MAX) + 1)]
     try:
-        codecs = [(Path(n).stem, load_codec(n, sampler=sampler, device=device)) for n in names]
+        codecs = []
+        for n in names:
+            c = load_codec(n, sampler=sampler, device=device)
+            if not c.model.rate_levels:
+                codecs.append((Path(n).stem, c))
+                continue
+            for q in qualities:  # one Codec per point, sharing the loaded weights
+                point = Codec(c.loaded, sampler, device=c.device, model_name=c.model_name, quality=q)
+                codecs.append((f"{Path(n).stem}@q{q:g}", point))
     except ValueError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(EXIT_USAGE) from e
