@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from raybb.codec import load_codec
 from raybb.evaluation import list_images, machine_info
+from raybb.evaluation.bd import equivalent_rate
 from raybb.imageio import load_image
 from raybb.metrics import ms_ssim_db
 from raybb.refine import LAMBDA_SCALE, EffortLevel
@@ -90,17 +90,6 @@ def _stats(codec, e):
                            ms_ssim=ms_ssim(e.rgb, rec), refine_steps=e.refine.steps)  # fmt: skip
 
 
-def _equiv_rate(curve: list[tuple[float, float]], bpp: float, q: float) -> float:
-    """bpp / (effort-0 bpp at quality q) - 1, in percent; NaN outside the curve's quality range."""
-    from scipy.interpolate import PchipInterpolator
-
-    pts = sorted((qq, math.log(b)) for b, qq in curve)
-    qs, lb = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    if not (qs[0] <= q <= qs[-1]) or np.any(np.diff(qs) <= 0):
-        return math.nan
-    return (bpp / math.exp(float(PchipInterpolator(qs, lb)(q))) - 1.0) * 100.0
-
-
 def summarize(rows_path: Path, md_path: Path, command: str) -> None:
     rows = [json.loads(s) for s in rows_path.read_text().splitlines()]
     base = {(r["model"], r["image"]): r for r in rows if r["cfg"] == "effort0"}
@@ -130,8 +119,8 @@ def summarize(rows_path: Path, md_path: Path, command: str) -> None:
         db = [100 * (r["bpp"] / base[(r["model"], r["image"])]["bpp"] - 1) for r in rs]
         dp = [r["psnr"] - base[(r["model"], r["image"])]["psnr"] for r in rs]
         dm = [r["ms_ssim_db"] - base[(r["model"], r["image"])]["ms_ssim_db"] for r in rs]
-        ep = [_equiv_rate([(c["bpp"], c["psnr"]) for c in curves[r["image"]]], r["bpp"], r["psnr"]) for r in rs]
-        em = [_equiv_rate([(c["bpp"], c["ms_ssim_db"]) for c in curves[r["image"]]], r["bpp"], r["ms_ssim_db"])
+        ep = [equivalent_rate([(c["bpp"], c["psnr"]) for c in curves[r["image"]]], r["bpp"], r["psnr"]) for r in rs]
+        em = [equivalent_rate([(c["bpp"], c["ms_ssim_db"]) for c in curves[r["image"]]], r["bpp"], r["ms_ssim_db"])
               for r in rs]  # fmt: skip
         s = dict(models=sorted({r["model"] for r in rs}), rows=len(rs), dbpp=np.mean(db), dpsnr=np.mean(dp),
                  dmsssim=np.mean(dm), eq_psnr=np.nanmean(ep), eq_msssim=np.nanmean(em),

@@ -44,7 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._paths import KODAK, TRAIN  # noqa: E402
-from raybb.evaluation import list_images, machine_info  # noqa: E402
+from raybb.evaluation import list_images, machine_info
+from raybb.evaluation.bd import equivalent_rate  # noqa: E402
 from raybb.model.ladder import LadderConfig, LadderNetwork  # noqa: E402
 from raybb.model.weights import load_weights, save_weights  # noqa: E402
 from raybb.train.fast import DeviceImages, load_image_folder  # noqa: E402
@@ -216,17 +217,6 @@ def evaluate(args: argparse.Namespace) -> None:
                     print(json.dumps(row), flush=True)
 
 
-def _equiv_rate(curve: list[tuple[float, float]], bpp: float, q: float) -> float:
-    """bpp / (curve's bpp at quality q) - 1, percent; NaN outside the curve's quality range."""
-    from scipy.interpolate import PchipInterpolator
-
-    pts = sorted((qq, math.log(b)) for b, qq in curve)
-    qs, lb = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    if not (qs[0] <= q <= qs[-1]) or np.any(np.diff(qs) <= 0):
-        return math.nan
-    return (bpp / math.exp(float(PchipInterpolator(qs, lb)(q))) - 1.0) * 100.0
-
-
 def report(args: argparse.Namespace) -> None:
     base = Path(args.out)
     rows = [json.loads(s) for s in (base / "eval.jsonl").read_text().splitlines()]
@@ -252,8 +242,8 @@ def report(args: argparse.Namespace) -> None:
                 # on the mean curve (the usual BD convention) and the mean of per-image values
                 fam_mean = [(float(np.mean([by[(f, i)]["bpp"] for i in have])),
                              float(np.mean([by[(f, i)][q] for i in have]))) for f in family]  # fmt: skip
-                row[f"eq_rate_{q}"] = _equiv_rate(fam_mean, mean["bpp"], mean[q])
-                per = [_equiv_rate([(by[(f, i)]["bpp"], by[(f, i)][q]) for f in family], by[(m, i)]["bpp"],
+                row[f"eq_rate_{q}"] = equivalent_rate(fam_mean, mean["bpp"], mean[q])
+                per = [equivalent_rate([(by[(f, i)]["bpp"], by[(f, i)][q]) for f in family], by[(m, i)]["bpp"],
                                    by[(m, i)][q]) for i in have]  # fmt: skip
                 per = [v for v in per if math.isfinite(v)]
                 row[f"eq_rate_{q}_per_image"] = float(np.mean(per)) if per else math.nan

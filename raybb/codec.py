@@ -483,10 +483,9 @@ class Codec:
         h, w = rgb.shape[:2]
         kl = {lv.level: _kl_bits(lv.q, lv.p) for lv in e.levels}
         coded = {lv.level: 8 * len(lv.enc.payload) for lv in e.levels}
-        q0 = e.levels[0].q
-        if not theoretical:  # a 100 MP image's q1 and p1 are 600 MB: free them before synthesis
-            for lv in e.levels:
-                lv.q = lv.p = None
+        q0 = e.levels[0].q  # the exact-sample reconstruction starts from it
+        for lv in e.levels:  # a 100 MP image's level-1 q and p are 600 MB: free them before synthesis
+            lv.q = lv.p = None
         rec = self.tiler.reconstruct_uint8(e.latents, e.cond, h, w)
         seconds = time.perf_counter() - e.t0
         res = CompressResult(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["bd_rate", "bd_psnr"]
+__all__ = ["bd_rate", "bd_psnr", "equivalent_rate"]
 
 
 def _curve(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -95,3 +95,16 @@ def bd_psnr(
     if not hi > lo:
         return math.nan
     return (_integral(xb, yb, lo, hi, method) - _integral(xa, ya, lo, hi, method)) / (hi - lo)
+
+
+def equivalent_rate(curve: Sequence[tuple[float, float]], bpp: float, quality: float) -> float:
+    """A one-point BD-rate: ``bpp`` against the curve's bpp at the same ``quality`` (pchip on
+    log-bpp over the curve's (bpp, quality) points), minus 1, in percent; NaN outside the curve's
+    quality range or on a curve whose quality is not increasing."""
+    from scipy.interpolate import PchipInterpolator
+
+    pts = sorted((q, math.log(b)) for b, q in curve)
+    qs, lb = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+    if not (qs[0] <= quality <= qs[-1]) or np.any(np.diff(qs) <= 0):
+        return math.nan
+    return (bpp / math.exp(float(PchipInterpolator(qs, lb)(quality))) - 1.0) * 100.0

@@ -36,7 +36,16 @@ from raybb.model.distributions import STD_FLOOR, Gaussian, likelihood_class, pos
 from raybb.model.layers import GDN, MirrorConv2d, MirrorUpConv2d
 from raybb.model.protocol import LatentSpec, RDTerms
 
-__all__ = ["LadderConfig", "LadderNetwork", "LadderOutput", "TOTAL_STRIDE", "VARIANTS", "pad_to_stride", "variant_of"]
+__all__ = [
+    "LadderConfig",
+    "LadderNetwork",
+    "LadderOutput",
+    "TOTAL_STRIDE",
+    "VARIANTS",
+    "pad_to_stride",
+    "parse_channels",
+    "variant_of",
+]
 
 #: Level 1 downsamples by 16, level 2 by a further 4.
 TOTAL_STRIDE = 64
@@ -79,7 +88,7 @@ class LadderConfig:
         return cls(**d)
 
 
-#: The two model variants of the seed, as LadderConfig overrides. The plain PLN uses a *unit*
+#: The two model variants of the original PLN, as LadderConfig overrides. The plain PLN uses a *unit*
 #: Laplace scale (its β range 0.01…1 assumes it); the γ-PLN learns γ ≥ γ∞ = 1/255.
 VARIANTS: dict[str, dict] = {
     "pln": {"learn_scale": False, "gamma_floor": 1.0},
@@ -89,6 +98,18 @@ VARIANTS: dict[str, dict] = {
 
 def variant_of(config: LadderConfig) -> str:
     return "gamma-pln" if config.learn_scale else "pln"
+
+
+def parse_channels(text: str) -> dict:
+    """``"64,96,96,24"`` -> ``{"N": 64, "M": 96, "F": 96, "G": 24}`` (``--channels`` of every trainer;
+    ValueError otherwise)."""
+    try:
+        n, m, f, g = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--channels needs four integers N,M,F,G, not {text!r}") from None
+    if min(n, m, f, g) < 1:
+        raise ValueError(f"--channels must be positive, not {text!r}")
+    return {"N": n, "M": m, "F": f, "G": g}
 
 
 @dataclass

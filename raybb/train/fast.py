@@ -55,7 +55,7 @@ from safetensors.torch import load as st_load_bytes
 from safetensors.torch import save as st_save_bytes
 
 from raybb.model.arch import get_architecture
-from raybb.model.ladder import VARIANTS, pad_to_stride
+from raybb.model.ladder import VARIANTS, pad_to_stride, parse_channels
 from raybb.model.weights import LoadedModel, load_weights, save_weights
 
 __all__ = [
@@ -603,17 +603,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _channels(text: str) -> dict:
-    """``"128,192,128,32"`` -> ``{"N": 128, "M": 192, "F": 128, "G": 32}`` (as ``raybb train --channels``)."""
-    try:
-        n, m, f, g = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--channels needs four integers N,M,F,G, not {text!r}") from None
-    if min(n, m, f, g) < 1:
-        raise ValueError(f"--channels must be positive, not {text!r}")
-    return {"N": n, "M": m, "F": f, "G": g}
-
-
 def config_from_args(argv: list[str] | None = None) -> FastConfig:
     """The FastConfig of a command line (old option names warn on stderr; bad values exit 2)."""
     p = _parser()
@@ -624,7 +613,7 @@ def config_from_args(argv: list[str] | None = None) -> FastConfig:
         if not isinstance(model, dict):
             raise ValueError("--model must be a JSON object")
         if channels:
-            model.update(_channels(channels))
+            model.update(parse_channels(channels))
     except ValueError as e:
         p.error(str(e))
     if variant:

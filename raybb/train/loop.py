@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from raybb.metrics import ms_ssim, psnr
 from raybb.model.arch import get_architecture
-from raybb.model.ladder import VARIANTS, LadderNetwork, pad_to_stride, variant_of
+from raybb.model.ladder import VARIANTS, LadderNetwork, pad_to_stride, parse_channels, variant_of
 from raybb.model.protocol import RDTerms
 from raybb.model.weights import lineage, load_weights, save_weights
 from raybb.train.data import PatchSampler, dataset_fingerprint, list_images, load_images
@@ -149,17 +149,6 @@ def train_option_names() -> list[str]:
     then ``--channels``, ``--variant``, ``--init-weights``."""
     names = [f.name for f in fields(TrainConfig) if f.name not in _NOT_OPTIONS]
     return [option_flag(n) for n in names] + [option_flag(n) for n in MODEL_OPTIONS]
-
-
-def parse_channels(text: str) -> dict:
-    """``"64,96,96,24"`` -> ``{"N": 64, "M": 96, "F": 96, "G": 24}`` (ValueError otherwise)."""
-    try:
-        n, m, f, g = (int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--channels needs four integers N,M,F,G, not {text!r}") from None
-    if min(n, m, f, g) < 1:
-        raise ValueError(f"--channels must be positive, not {text!r}")
-    return {"N": n, "M": m, "F": f, "G": g}
 
 
 def model_config(channels: str | dict | None = None, variant: str | None = None) -> dict:

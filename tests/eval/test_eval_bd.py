@@ -78,3 +78,12 @@ def test_undefined_cases_are_nan():
 def test_bad_method():
     with pytest.raises(ValueError):
         bd_rate(R, D, R, D, method="spline")
+
+
+def test_equivalent_rate_is_a_one_point_bd_rate():
+    from raybb.evaluation.bd import equivalent_rate
+
+    curve = [(0.1, 25.0), (0.2, 27.0), (0.4, 29.0)]
+    assert equivalent_rate(curve, 0.2, 27.0) == pytest.approx(0.0, abs=1e-9)
+    assert equivalent_rate(curve, 0.18, 27.0) == pytest.approx(-10.0)
+    assert math.isnan(equivalent_rate(curve, 0.5, 30.0))  # above the curve's quality range
