@@ -69,25 +69,31 @@ def _bits(stats: dict) -> dict:
 @torch.no_grad()
 def measure_image(codec, rgb: np.ndarray, seed: int, combos: bool = True) -> dict:
     """One image: the bitstream (CC) and the EE (and with ``combos`` CE / EC) reconstructions."""
-    m, t = codec.model, codec.tiler
+    t = codec.tiler
     h, w = rgb.shape[:2]
     pixels = h * w
     t0 = time.perf_counter()
     e = codec._encode(rgb, seed)  # what Codec.compress does (effort 0)
     enc_s = time.perf_counter() - t0
-    (q2, p2, enc2), (q1, p1, enc1) = e.level2, e.level1
-    bu = e.bottom_up if e.bottom_up is not None else t.bottom_up(rgb, codec.device)
-    z1c = enc1.sample.reshape(q1.mean.shape)
+    lv2, lv1 = e.levels  # the PLN: level 2, then level 1
+    q2, p2, enc2 = lv2.q, lv2.p, lv2.enc
+    q1, p1, enc1 = lv1.q, lv1.p, lv1.enc
+    feats = e.features if e.features is not None else t.analyze(rgb, codec.device, e.cond)
+    z1c = lv1.z
     g = torch.Generator().manual_seed(seed)
     z2e = _exact(q2, g)
-    p1e = t.prior1(z2e)
-    q1e = m.posterior1(bu, p1e)
+    p1e = t.prior(1, [z2e], e.cond, lv1.shape)
+    q1e = t.posterior(1, feats, [z2e], p1e, e.cond)
     z1e = _exact(q1e, g)  # EE
-    recs = {"ee": t.synthesize_uint8(z1e, h, w), "cc": t.synthesize_uint8(z1c, h, w)}
+
+    def rec(z2, z1):
+        return t.reconstruct_uint8([z2, z1], e.cond, h, w)
+
+    recs = {"ee": rec(z2e, z1e), "cc": rec(lv2.z, z1c)}
     if combos:
-        recs["ce"] = t.synthesize_uint8(_exact(q1, g), h, w)  # CE: exact z1 under the coded z2
+        recs["ce"] = rec(lv2.z, _exact(q1, g))  # CE: exact z1 under the coded z2
         enc1e = codec.samplers[1].encode(_flat(q1e), _flat(p1e), StreamKey(seed, 0, 1))  # EC
-        recs["ec"] = t.synthesize_uint8(enc1e.sample.reshape(q1e.mean.shape), h, w)
+        recs["ec"] = rec(z2e, enc1e.sample.reshape(q1e.mean.shape))
     row = {
         "pixels": pixels,
         "bpp": len(e.data) * 8 / pixels,
