@@ -39,18 +39,15 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._paths import KODAK, TRAIN  # noqa: E402
 from raybb.codec import load_codec  # noqa: E402
-from raybb.coding import DiagGaussian, StreamKey  # noqa: E402
+from raybb.coding import StreamKey  # noqa: E402
 from raybb.evaluation import bd_rate, machine_info  # noqa: E402
 from raybb.imageio import load_image  # noqa: E402
+from raybb.levels import flat_gaussian  # noqa: E402
 from raybb.metrics import ms_ssim_bounded, ms_ssim_db, psnr  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = ["pln-q1", "pln-q2", "pln-q3", "pln-q4", "pln-q5"]
 SETS = {"cid22": TRAIN / "cid22" / "validation", "kodak": KODAK}
-
-
-def _flat(g) -> DiagGaussian:
-    return DiagGaussian(g.mean.reshape(-1).contiguous(), g.std.reshape(-1).contiguous())
 
 
 def _kl(q, p) -> float:
@@ -61,9 +58,25 @@ def _exact(q, g: torch.Generator) -> torch.Tensor:
     return q.mean + q.std * torch.randn(q.mean.shape, generator=g)
 
 
+L1_KEYS = (
+    "outlier_section_bits",
+    "tree_bits",
+    "rank_bits",
+    "n_blocks",
+    "dithered_channels",
+    "dither_bits",
+    "dithered_kl_bits",
+)
+
+
 def _bits(stats: dict) -> dict:
+    """PFR's payload split (dpfr: of its PFR part, whose keys carry a ``pfr_`` prefix) and dpfr's
+    dithered section."""
     keys = ("outlier_section_bits", "tree_bits", "rank_bits", "n_blocks", "n_outliers", "outlier_kl_bits")
-    return {k: stats[k] for k in keys if k in stats}
+    out = {k: stats[k] for k in keys if k in stats}
+    out.update({k: stats[f"pfr_{k}"] for k in keys if f"pfr_{k}" in stats})
+    out.update({k: stats[k] for k in ("dithered_channels", "dither_bits", "dithered_kl_bits") if k in stats})
+    return out
 
 
 @torch.no_grad()
@@ -92,7 +105,7 @@ def measure_image(codec, rgb: np.ndarray, seed: int, combos: bool = True) -> dic
     recs = {"ee": rec(z2e, z1e), "cc": rec(lv2.z, z1c)}
     if combos:
         recs["ce"] = rec(lv2.z, _exact(q1, g))  # CE: exact z1 under the coded z2
-        enc1e = codec.samplers[1].encode(_flat(q1e), _flat(p1e), StreamKey(seed, 0, 1))  # EC
+        enc1e = codec.samplers[1].encode(flat_gaussian(q1e), flat_gaussian(p1e), StreamKey(seed, 0, 1))  # EC
         recs["ec"] = rec(z2e, enc1e.sample.reshape(q1e.mean.shape))
     row = {
         "pixels": pixels,
@@ -194,8 +207,9 @@ def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,1
         lines += [f"## {dset}, pipeline `{pipe}` ({n_img} images per model)", ""]
         lines += [
             "| model | bpp | KL bpp | bpp/KL | PSNR CC | PSNR EE | CE−EE | EC−EE | L2 KL | L2 coded | L2 ratio "
-            "| L1 KL | L1 coded | L1 ratio | L1 outl/tree/rank bits | L1 blocks | container bits | encode s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+            "| L1 KL | L1 coded | L1 ratio | L1 outl/tree/rank bits | L1 blocks | L1 dithered ch: bits/KL "
+            "| container bits | encode s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
         ]
         pts = {"bpp": [], "kl": [], "cc": [], "ee": [], "ms_cc": [], "ms_ee": []}
         per_model = {}
@@ -220,10 +234,12 @@ def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,1
                     "msssim_db_ee",
                 )
             }
-            b1 = {
-                k: float(np.mean([r["bits1"].get(k, 0) for r in rs]))
-                for k in ("outlier_section_bits", "tree_bits", "rank_bits", "n_blocks")
-            }
+            b1 = {k: float(np.mean([r["bits1"].get(k, 0) for r in rs])) for k in L1_KEYS}
+            dith = (
+                f"{b1['dithered_channels']:.1f}: {b1['dither_bits']:.0f}/{b1['dithered_kl_bits']:.0f}"
+                if b1["dithered_channels"]
+                else "–"
+            )
             per_model[m] = {**a, **{f"l1_{k}": v for k, v in b1.items()}}
             lines.append(
                 f"| {m} | {a['bpp']:.4f} | {a['theoretical_bpp']:.4f} | {a['bpp'] / a['theoretical_bpp']:.3f} "
@@ -232,7 +248,7 @@ def summarize(jsonl: Path, stem: str, command: str, anchor_pipe: str = "pfr:22,1
                 f"| {a['coded2'] / a['kl2']:.3f} "
                 f"| {a['kl1']:.0f} | {a['coded1']:.0f} | {a['coded1'] / a['kl1']:.3f} "
                 f"| {b1['outlier_section_bits']:.0f}/{b1['tree_bits']:.0f}/{b1['rank_bits']:.0f} "
-                f"| {b1['n_blocks']:.0f} "
+                f"| {b1['n_blocks']:.0f} | {dith} "
                 f"| {a['container_bits']:.0f} | {a['encode_s']:.2f} |"
             )
             pts["bpp"].append(a["bpp"])

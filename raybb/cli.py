@@ -157,7 +157,7 @@ SamplerOpt = Annotated[
     typer.Option(
         "--sampler",
         "-s",
-        help="Sampler pipeline: pfr (default), pfr-max, pfr-exact, is-gs, rs, 'L2/L1', 'pfr:22,14,128,22,0'",
+        help="Sampler pipeline: pfr-dither (default), pfr, pfr-max, pfr-exact, is-gs, rs, 'L2/L1', 'pfr:22,14,128,22'",
     ),
 ]
 

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from raybb import bitstream
-from raybb.coding import CodedSampler, DiagGaussian, StreamKey
+from raybb.coding import CodedSampler, StreamKey
 from raybb.errors import (
     CodingError,
     CorruptPayload,
@@ -44,7 +44,14 @@ from raybb.errors import (
     TooManyPixels,
 )
 from raybb.imageio import DEFAULT_MAX_PIXELS, decode_image, to_rgb_array
-from raybb.levels import decode_levels, quality_of_rate, rate_of_quality, sampler_for_section, samplers_for
+from raybb.levels import (
+    decode_levels,
+    flat_gaussian,
+    quality_of_rate,
+    rate_of_quality,
+    sampler_for_section,
+    samplers_for,
+)
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import pad_to_stride
 from raybb.model.weights import LoadedModel, load_weights
@@ -225,10 +232,6 @@ def _ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     return ms_ssim_bounded(a, b)
 
 
-def _flat(g) -> DiagGaussian:
-    return DiagGaussian(g.mean.reshape(-1).contiguous(), g.std.reshape(-1).contiguous())
-
-
 class Codec:
     """A loaded model plus a sampler pipeline. Thread-compatible, not thread-safe (one per worker).
 
@@ -393,7 +396,7 @@ class Codec:
             if ref is not None:
                 steps = refine.steps2 if i == 0 else refine.steps1
                 q, feats = ref.stage(i, q, p, feats, decoded, steps, refine.lr)
-            enc = self.samplers[spec.level].encode(_flat(q), _flat(p), StreamKey(seed, 0, spec.level))
+            enc = self.samplers[spec.level].encode(flat_gaussian(q), flat_gaussian(p), StreamKey(seed, 0, spec.level))
             levels.append(_Level(spec.level, q, p, enc, tuple(q.mean.shape)))
             decoded.append(levels[-1].z)
         t.release()

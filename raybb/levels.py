@@ -80,9 +80,9 @@ SamplerSpec = tuple[str, tuple[int, ...] | None]
 
 
 def resolve_channels(spec: SamplerSpec, channels: int) -> SamplerSpec:
-    """A PFR spec whose coding order is 0 ('the level's channels') gets this latent's channel count."""
+    """A pfr/dpfr spec whose channel parameter is 0 ('the level's channels') gets this latent's channel count."""
     name, params = spec
-    if name == "pfr" and params is not None and len(params) == 5 and params[4] == 0:
+    if name in ("pfr", "dpfr") and params is not None and len(params) == 5 and params[4] == 0:
         return name, (*params[:4], channels)
     return spec
 
@@ -96,8 +96,9 @@ def samplers_for(model, first: SamplerSpec, rest: SamplerSpec) -> dict[int, Code
     return out
 
 
-def _flat(g: Gaussian) -> DiagGaussian:
-    return DiagGaussian(g.mean.reshape(-1).contiguous(), g.std.reshape(-1).contiguous())
+def flat_gaussian(g: Gaussian) -> DiagGaussian:
+    """A latent's Gaussian as the coded samplers take it: flat, with the latent's width."""
+    return DiagGaussian(g.mean.reshape(-1).contiguous(), g.std.reshape(-1).contiguous(), int(g.mean.shape[-1]))
 
 
 @dataclass
@@ -145,7 +146,7 @@ def encode_levels(
         p = model.prior(i, decoded, cond, spec.shape(h, w))
         q = model.posterior(i, feats, decoded, p, cond)
         s = samplers[spec.level]
-        enc = s.encode(_flat(q), _flat(p), StreamKey(seed, 0, spec.level))
+        enc = s.encode(flat_gaussian(q), flat_gaussian(p), StreamKey(seed, 0, spec.level))
         z = enc.sample.reshape(q.mean.shape)
         decoded.append(z)
         codes.append(LevelCode(spec.level, q, p, enc, z))
@@ -201,7 +202,7 @@ def decode_levels(
         s = by_level[spec.level]
         shape = spec.shape(height, width)
         p = prior(i, decoded, cond, shape)
-        decoded.append(sampler.decode(_flat(p), StreamKey(seed, 0, spec.level), s.payload).reshape(shape))
+        decoded.append(sampler.decode(flat_gaussian(p), StreamKey(seed, 0, spec.level), s.payload).reshape(shape))
     return decoded
 
 

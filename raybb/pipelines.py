@@ -4,10 +4,14 @@ A pipeline is a pair (level-2 sampler, level-1 sampler). Bitstreams carry each l
 and parameters, so *decoding* never needs a pipeline name; names only choose how new streams are
 encoded. Pure: imports only the sampler registry.
 
+The default pipeline, ``pfr-dither``, codes level 2 with ``pfr`` and level 1 with ``dpfr``
+(raybb.coding.dither): level 1's high-KL channels dim by dim with a dithered box posterior, its
+other channels with ``pfr``. ``--sampler pfr`` is block PFR on both levels (the default before).
+
 What bare ``pfr`` means, everywhere: budget 22 bits per block, 2^14 candidates, superblocks of 128
 dims, dims above 22 bits of KL sent as outliers (``PFR_DEFAULT``):
 
-* as a pipeline (``--sampler pfr``, the default), in a pair (``importance/pfr``) or alone as a
+* as a pipeline (``--sampler pfr``), in a pair (``importance/pfr``) or alone as a
   level's sampler, it is ``PFR_DEFAULT`` with coding-order parameter 0, which the codec replaces by
   the level's channel count (:func:`resolve_channels`): each level is then coded channel-major or
   position-major, whichever makes fewer blocks, one bit in the stream;
@@ -23,6 +27,7 @@ from __future__ import annotations
 from raybb.coding import SAMPLERS, get_sampler
 from raybb.coding.pfr import PFR_DEFAULT_PARAMS
 from raybb.errors import RaybbError
+from raybb.levels import resolve_channels  # noqa: F401  (re-exported: one definition)
 
 __all__ = [
     "SamplerSpec",
@@ -45,6 +50,9 @@ SamplerSpec = tuple[str, tuple[int, ...] | None]
 #: which wins on the image rate-distortion curve at this encode time (docs/coding.md, "Pipelines"
 #: and "The coding gap").
 PFR_DEFAULT: tuple[int, ...] = (*PFR_DEFAULT_PARAMS, 0)
+#: dpfr (raybb.coding.dither): the channels whose dims carry several bits of KL each coded dim by
+#: dim with a dithered box posterior, the rest by PFR with PFR_DEFAULT's parameters.
+DPFR_DEFAULT: tuple[int, ...] = (*PFR_DEFAULT_PARAMS, 0)
 #: 2^16 candidates on blocks of up to 25 bits: fewer bytes for the quality at 2-3x the encode time.
 PFR_MAX: tuple[int, ...] = (25, 16, 64, 25, 0)
 #: Near-exact samples (truncation bias within the exactness tests' noise), at ~1.45x KL.
@@ -52,13 +60,14 @@ PFR_EXACT: tuple[int, ...] = (14, 16, 64, 14, 0)
 
 #: The pipelines to choose from: (level-2 sampler, level-1 sampler).
 PIPELINES: dict[str, tuple[SamplerSpec, SamplerSpec]] = {
+    "pfr-dither": (("pfr", PFR_DEFAULT), ("dpfr", DPFR_DEFAULT)),
     "pfr": (("pfr", PFR_DEFAULT), ("pfr", PFR_DEFAULT)),
     "pfr-max": (("pfr", PFR_MAX), ("pfr", PFR_MAX)),
     "pfr-exact": (("pfr", PFR_EXACT), ("pfr", PFR_EXACT)),
     "is-gs": (("importance", None), ("greedy", None)),  # importance sampling / greedy shards
     "rs": (("rejection", None), ("rejection", None)),  # per-dim rejection sampling (exact)
 }
-DEFAULT_PIPELINE = "pfr"
+DEFAULT_PIPELINE = "pfr-dither"
 
 #: Names that older versions accepted, with the explicit spec that encodes the same way. Files they
 #: wrote decode with any pipeline (their parameters are in the stream).
@@ -67,6 +76,10 @@ RETIRED: dict[str, str] = {
     "pfr-v1": "pfr:20,14,64,20",
     "pfr-v0": "pfr:12,14,64,12",
 }
+
+
+#: What a bare sampler name means in a spec ('pfr', 'importance/dpfr', ...).
+_BARE: dict[str, SamplerSpec] = {"pfr": ("pfr", PFR_DEFAULT), "dpfr": ("dpfr", DPFR_DEFAULT)}
 
 
 def _bad(spec: str) -> ValueError:
@@ -99,7 +112,7 @@ def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
         if name not in SAMPLERS:
             raise _bad(spec)
         if not params:
-            out.append(("pfr", PFR_DEFAULT) if name == "pfr" else (name, None))
+            out.append(_BARE[name] if name in _BARE else (name, None))
             continue
         try:
             values = tuple(int(v) for v in params.split(","))
@@ -108,11 +121,3 @@ def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
             raise ValueError(f"bad parameters {params!r} for sampler {name!r}: {e}") from e
         out.append((name, values))
     return out[0], out[1]
-
-
-def resolve_channels(spec: SamplerSpec, channels: int) -> SamplerSpec:
-    """A PFR spec whose coding order is 0 ('the level's channels') gets this latent's channel count."""
-    name, params = spec
-    if name == "pfr" and params is not None and len(params) == 5 and params[4] == 0:
-        return name, (*params[:4], channels)
-    return spec

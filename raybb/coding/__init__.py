@@ -3,7 +3,8 @@
 Pure PyTorch/NumPy + constriction: no nn.Module, no I/O.  Every sampler follows
 :class:`CodedSampler`; ``get_sampler(name_or_id, params)`` builds one from the integers written
 in a bitstream.  ``decode(p, key, enc.payload)`` is bit-identical to ``enc.sample`` on the same
-device.  Samplers: ``pfr`` (default, block Poisson functional representation), ``rejection``,
+device.  Samplers: ``pfr`` (block Poisson functional representation), ``dpfr`` (dithered high-KL channels + pfr),
+``rejection``,
 ``greedy``, ``importance`` (the
 earlier, less efficient samplers, kept for comparison).
 """
@@ -19,6 +20,7 @@ from raybb.coding.base import (
     get_sampler,
     kl_bits,
 )
+from raybb.coding.dither import DitheredPFRSampler
 from raybb.coding.greedy import GreedySampler
 from raybb.coding.importance import ImportanceSampler
 from raybb.coding.pfr import PFRSampler
@@ -35,6 +37,7 @@ __all__ = [
     "get_sampler",
     "kl_bits",
     "PFRSampler",
+    "DitheredPFRSampler",
     "RejectionSampler",
     "ImportanceSampler",
     "GreedySampler",

@@ -52,10 +52,14 @@ class StreamKey:
 
 @dataclass(frozen=True)
 class DiagGaussian:
-    """A diagonal Gaussian over a flat latent: ``mean`` and ``std`` of shape (D,), float32."""
+    """A diagonal Gaussian over a flat latent: ``mean`` and ``std`` of shape (D,), float32.
+
+    ``width``: the last axis of the image latent it was flattened from (0: not an image latent), for
+    samplers whose entropy contexts are spatial (dpfr writes it into its payload)."""
 
     mean: torch.Tensor
     std: torch.Tensor
+    width: int = 0
 
 
 @dataclass

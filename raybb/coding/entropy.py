@@ -110,6 +110,10 @@ class Writer:
         self.categorical(b, _hist_probs(counts))
         self._mantissas(v, b)
 
+    def mantissas(self, v: np.ndarray, b: np.ndarray) -> None:
+        """The ``b - 1`` low bits of each ``v`` of bucket ``b``, flat (the log-bucket code's second half)."""
+        self._mantissas(v, b)
+
     def _mantissas(self, v: np.ndarray, b: np.ndarray) -> None:
         nbits = np.maximum(b - 1, 0)
         mant = v - np.where(b > 0, np.left_shift(np.int64(1), nbits), 0)
@@ -205,6 +209,10 @@ class Reader:
         if limit is not None and (v > limit).any():
             raise CorruptPayload("decoded value exceeds its limit")
         return v
+
+    def mantissas(self, b: np.ndarray) -> np.ndarray:
+        """Values of buckets ``b`` from their flat mantissa bits (:meth:`Writer.mantissas`)."""
+        return self._mantissas(b)
 
     def _mantissas(self, b: np.ndarray) -> np.ndarray:
         nbits = np.maximum(b - 1, 0)

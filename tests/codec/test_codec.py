@@ -5,6 +5,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from _codec_helpers import EXPECTED, assert_matches_golden_png, make_tiny_weights
 from PIL import Image
 
@@ -13,6 +14,7 @@ from raybb.codec import PFR_DEFAULT, PFR_EXACT, PFR_MAX, Codec, parse_pipeline
 from raybb.coding import SAMPLERS, PFRSampler
 from raybb.errors import BitstreamError, ChecksumMismatch, ImageError, ModelMismatch
 from raybb.model.weights import load_weights
+from raybb.pipelines import DPFR_DEFAULT
 
 
 def test_round_trip_equals_encoder_reconstruction(tiny_codec, photo):
@@ -176,7 +178,10 @@ def test_flipped_and_truncated_files(tiny_codec, photo):
 def test_pipelines():
     assert parse_pipeline("is-gs") == (("importance", None), ("greedy", None))
     assert parse_pipeline("pfr") == (("pfr", PFR_DEFAULT), ("pfr", PFR_DEFAULT))
-    assert parse_pipeline(None) == parse_pipeline("pfr")
+    # the default: pfr on level 2, dpfr (dithered high-KL channels + pfr) on level 1
+    assert parse_pipeline(None) == parse_pipeline("pfr-dither") == (("pfr", PFR_DEFAULT), ("dpfr", DPFR_DEFAULT))
+    assert parse_pipeline("pfr/dpfr") == parse_pipeline("pfr-dither")
+    assert parse_pipeline("dpfr") == (("dpfr", DPFR_DEFAULT),) * 2  # a sampler name alone: both levels
     assert parse_pipeline("pfr-max") == (("pfr", PFR_MAX), ("pfr", PFR_MAX))
     assert parse_pipeline("pfr-exact") == (("pfr", PFR_EXACT), ("pfr", PFR_EXACT))
     # a bare "pfr" means PFR_DEFAULT everywhere: alone, in a pair, as the sampler's own default
@@ -234,7 +239,7 @@ def test_golden_bitstreams(tiny_weights, photo, name, sampler, seed):
 
 def test_default_pipeline_codes_position_major_over_each_levels_channels(tiny_weights, photo):
     """PFR_DEFAULT's order 0 becomes this model's channel counts, written in every section."""
-    codec = Codec(load_weights(tiny_weights))
+    codec = Codec(load_weights(tiny_weights), "pfr")
     cfg = codec.loaded.config
     assert codec.samplers[1].params() == (*PFR_DEFAULT[:4], cfg.M)
     assert codec.samplers[2].params() == (*PFR_DEFAULT[:4], cfg.G)
@@ -248,3 +253,31 @@ def test_default_pipeline_codes_position_major_over_each_levels_channels(tiny_we
     assert Codec(load_weights(tiny_weights), "pfr:22,14,128,22,0").compress(photo[:64, :96], seed=3) == data
     v1 = Codec(load_weights(tiny_weights), "pfr:20,14,64,20,1").compress(photo[:64, :96], seed=3)
     assert v1 == Codec(load_weights(tiny_weights), "pfr:20,14,64,20").compress(photo[:64, :96], seed=3) != data
+    # the default pipeline's level 1 (dpfr) resolves its channel count the same way
+    default = Codec(load_weights(tiny_weights))
+    assert default.samplers[1].params() == (*DPFR_DEFAULT[:4], cfg.M) and default.samplers[1].name == "dpfr"
+    assert default.samplers[2].params() == (*PFR_DEFAULT[:4], cfg.G) and default.samplers[2].name == "pfr"
+
+
+@pytest.mark.parametrize("threshold", [2.5, -100.0])
+def test_golden_dpfr_bitstreams(tiny_weights, photo, threshold):
+    """Pinned dpfr files: with the default threshold (the tiny model dithers few or no channels) and
+    with every level-1 channel dithered (the threshold is the encoder's choice, not in the stream,
+    so both files decode with any codec). Regenerate deliberately with GENERATE_EXPECTED=1."""
+    name = "golden_dpfr" if threshold == 2.5 else "golden_dpfr_all"
+    codec = Codec(load_weights(tiny_weights), "pfr:22,14,128,22,0/dpfr:22,14,128,22,0")
+    codec.samplers[1].threshold = threshold
+    rbb, png = EXPECTED / f"{name}.rbb", EXPECTED / f"{name}.png"
+    if os.environ.get("GENERATE_EXPECTED"):
+        res = codec.compress_with_stats(photo, seed=11)
+        rbb.write_bytes(res.data)
+        Image.fromarray(res.reconstruction).save(png)
+    data = rbb.read_bytes()
+    expected = np.asarray(Image.open(png).convert("RGB"))
+    assert_matches_golden_png(codec.decompress(data), expected)
+    assert_matches_golden_png(Codec(load_weights(tiny_weights), "pfr").decompress(data), expected)  # any codec
+    assert codec.compress(photo, seed=11) == data
+    if threshold < 0:
+        with torch.no_grad():
+            levels = codec._encode(photo, 11).levels
+        assert levels[1].enc.stats["dithered_channels"] == codec.loaded.config.M
