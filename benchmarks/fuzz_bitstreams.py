@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from raybb import bitstream  # noqa: E402
 from raybb.coding import (  # noqa: E402
+    DitheredPFRSampler,
     GreedySampler,
     ImportanceSampler,
     PFRSampler,
@@ -182,12 +183,14 @@ def build_targets(containers: bool = True) -> list:
         PayloadTarget("greedy(4,8,32)", GreedySampler(4, 8, 32), 600, 600, 5),
         PayloadTarget("importance(6,32,6)", ImportanceSampler(6, 32, 6), 600, 600, 6),
         PayloadTarget("pfr(22,14,256,22,ch12)", PFRSampler(22, 14, 256, 22, channels=12), 3000, 3000, 7),
+        PayloadTarget("dpfr(8,11,16,8,ch12,all)", DitheredPFRSampler(8, 11, 16, 8, 12, threshold=-100.0), 600, 600, 8),
+        PayloadTarget("dpfr(22,14,128,22,ch12)", DitheredPFRSampler(22, 14, 128, 22, 12, threshold=1.0), 3000, 3000, 9),
     ]
     if containers and TINY.exists():
         from raybb.codec import load_codec
 
         img = np.random.default_rng(7).integers(0, 256, (40, 56, 3), dtype=np.uint8)
-        for pipeline in ("pfr", "is-gs", "rs"):
+        for pipeline in ("pfr-dither", "pfr", "is-gs", "rs"):
             targets.append(ContainerTarget(load_codec(str(TINY), sampler=pipeline), pipeline, img))
     return targets
 

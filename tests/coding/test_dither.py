@@ -104,3 +104,33 @@ def test_pipeline_specs():
     assert parse_pipeline("dpfr:22,14,128,22,0")[1] == ("dpfr", (22, 14, 128, 22, 0))
     with pytest.raises(ValueError):
         parse_pipeline("dpfr:22,14,128")
+
+
+def test_garbage_dither_sections_with_valid_checksums_are_handled():
+    """Random bodies in the dither section under a valid CRC: a typed error or a finite sample."""
+    import zlib
+
+    from raybb.errors import BitstreamError
+
+    q, p = _latent(4)
+    s = DitheredPFRSampler(22, 12, 64, 22, C, threshold=-100.0)
+    data = s.encode(q, p, KEY).payload
+    n = int.from_bytes(data[:4], "little")
+    body = data[8 : 4 + n]  # the section's words, after its CRC
+    rng = np.random.default_rng(1)
+    decoded = 0
+    for i in range(60):
+        b = bytearray(body)
+        if i % 3 == 0:
+            b = bytearray(rng.integers(0, 256, len(b) // 4 * 4, dtype=np.uint8).tobytes())
+        else:
+            for _ in range(int(rng.integers(1, 6))):
+                b[int(rng.integers(len(b)))] = int(rng.integers(256))
+        sec = zlib.crc32(bytes(b)).to_bytes(4, "little") + bytes(b)
+        try:
+            out = s.decode(p, KEY, len(sec).to_bytes(4, "little") + sec)
+        except BitstreamError:
+            continue
+        decoded += 1
+        assert out.shape == p.mean.shape and torch.isfinite(out).all()
+    assert decoded < 60  # most garbage is caught by the counts and symbol checks

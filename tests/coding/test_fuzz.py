@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from raybb.coding import (
+    DitheredPFRSampler,
     GreedySampler,
     ImportanceSampler,
     PFRSampler,
@@ -22,6 +23,8 @@ SAMPLERS = [
     RejectionSampler(6),
     GreedySampler(4, 8, 32),
     ImportanceSampler(6, 32, 6),
+    DitheredPFRSampler(8, 11, 16, 8, 12, threshold=-100.0),  # every channel dithered
+    DitheredPFRSampler(8, 11, 16, 8, 12, threshold=1.0),  # some dithered, the rest PFR
 ]
 
 
