@@ -48,7 +48,7 @@ from raybb.coding.entropy import Reader, Writer, bucket_of
 from raybb.coding.pfr import PFR_DEFAULT_PARAMS, PFRSampler
 from raybb.errors import CorruptPayload
 
-__all__ = ["DitheredPFRSampler", "DPFR_THRESHOLD", "DPFR_NOISE"]
+__all__ = ["DitheredPFRSampler", "DPFR_THRESHOLD", "DPFR_NOISE", "DPFR_NOISE_SLOPE"]
 
 #: Encoder defaults (chosen on held-out cid22/validation images, docs/coding.md).
 DPFR_THRESHOLD = 2.5
@@ -91,7 +91,8 @@ class _Model:
 
 
 #: The four passes over one channel's (H, W) grid: (row parity, column parity). Pass 0's context is
-#: the previous dithered channel; every later pass sees four decoded neighbours of its own channel.
+#: the previous dithered channel; every later pass sees the neighbours (of the eight around it) that
+#: earlier passes of its own channel decoded: four, four, then all eight.
 _PASSES = ((0, 0), (1, 1), (0, 1), (1, 0))
 
 
