@@ -266,6 +266,7 @@ class DitheredPFRSampler(IntParams):
             qr, pr = _sub(q, c, n, rest), _sub(p, c, n, rest)
             enc = self._pfr(len(rest)).encode(qr, pr, key)
             pfr_payload, pfr_stats = enc.payload, enc.stats
+            del qr, pr, enc  # memory: the copies are a latent's size on a large image
         payload = len(section).to_bytes(4, "little") + section + pfr_payload
         sample = self.decode(p, key, payload)
         kl_total = sum(_kl_bits(qm[ch], qs[ch], pm[ch], ps[ch]) for ch in range(c))
@@ -330,6 +331,9 @@ class DitheredPFRSampler(IntParams):
 
 
 def _sub(g: DiagGaussian, c: int, n: int, rows: np.ndarray) -> DiagGaussian:
+    """The channels ``rows`` of a (c, n) latent as one flat latent (no copy when that is all of them)."""
+    if len(rows) == c:
+        return DiagGaussian(g.mean, g.std)
     idx = torch.as_tensor(rows, device=g.mean.device)
     return DiagGaussian(g.mean.view(c, n)[idx].reshape(-1).contiguous(), g.std.view(c, n)[idx].reshape(-1).contiguous())
 
