@@ -26,6 +26,7 @@ from raybb.coding import CodedSampler, DiagGaussian, EncodeResult, StreamKey, ge
 from raybb.errors import CorruptPayload, ImageError, ModelMismatch
 from raybb.model.distributions import Gaussian
 from raybb.model.ladder import pad_to_stride
+from raybb.pipelines import SamplerSpec, resolve_channels
 
 __all__ = [
     "SamplerSpec",
@@ -73,18 +74,6 @@ def quality_of_rate(model_or_config, rate: int) -> float:
     if type(rate) is not int or not 0 <= rate < c.rate_levels:
         raise ValueError(f"rate index {rate!r} outside 0..{c.rate_levels - 1}")
     return QUALITY_MIN + (QUALITY_MAX - QUALITY_MIN) * rate / (c.rate_levels - 1)
-
-
-#: A sampler: registry name and integer parameters (None = the sampler's defaults); as in raybb.codec.
-SamplerSpec = tuple[str, tuple[int, ...] | None]
-
-
-def resolve_channels(spec: SamplerSpec, channels: int) -> SamplerSpec:
-    """A pfr/dpfr spec whose channel parameter is 0 ('the level's channels') gets this latent's channel count."""
-    name, params = spec
-    if name in ("pfr", "dpfr") and params is not None and len(params) == 5 and params[4] == 0:
-        return name, (*params[:4], channels)
-    return spec
 
 
 def samplers_for(model, first: SamplerSpec, rest: SamplerSpec) -> dict[int, CodedSampler]:

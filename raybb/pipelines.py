@@ -27,7 +27,6 @@ from __future__ import annotations
 from raybb.coding import SAMPLERS, get_sampler
 from raybb.coding.pfr import PFR_DEFAULT_PARAMS
 from raybb.errors import RaybbError
-from raybb.levels import resolve_channels  # noqa: F401  (re-exported: one definition)
 
 __all__ = [
     "SamplerSpec",
@@ -121,3 +120,11 @@ def parse_pipeline(spec: str | None) -> tuple[SamplerSpec, SamplerSpec]:
             raise ValueError(f"bad parameters {params!r} for sampler {name!r}: {e}") from e
         out.append((name, values))
     return out[0], out[1]
+
+
+def resolve_channels(spec: SamplerSpec, channels: int) -> SamplerSpec:
+    """A pfr/dpfr spec whose channel parameter is 0 ('the level's channels') gets this latent's channel count."""
+    name, params = spec
+    if name in ("pfr", "dpfr") and params is not None and len(params) == 5 and params[4] == 0:
+        return name, (*params[:4], channels)
+    return spec

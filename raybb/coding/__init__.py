@@ -3,10 +3,10 @@
 Pure PyTorch/NumPy + constriction: no nn.Module, no I/O.  Every sampler follows
 :class:`CodedSampler`; ``get_sampler(name_or_id, params)`` builds one from the integers written
 in a bitstream.  ``decode(p, key, enc.payload)`` is bit-identical to ``enc.sample`` on the same
-device.  Samplers: ``pfr`` (block Poisson functional representation), ``dpfr`` (dithered high-KL channels + pfr),
-``rejection``,
-``greedy``, ``importance`` (the
-earlier, less efficient samplers, kept for comparison).
+device.  Samplers: ``pfr`` (block Poisson functional representation), ``dpfr`` (the high-KL
+channels of an image latent by dithering, the rest by pfr: the codec's level-1 default), and
+``rejection``, ``greedy``, ``importance`` (the earlier, less efficient samplers, kept for
+comparison).
 """
 
 from __future__ import annotations
