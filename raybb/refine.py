@@ -58,9 +58,12 @@ __all__ = [
     "REFINE_TILE_PIXELS",
     "EffortLevel",
     "RefineStats",
+    "RefineTile",
     "Refiner",
     "TiledRefiner",
     "effort_level",
+    "refine_tiles",
+    "tile_seed",
 ]
 
 METRICS = ("mse", "ms-ssim")
