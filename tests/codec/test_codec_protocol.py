@@ -127,6 +127,23 @@ def test_effort_on_the_channel_ladder_decodes(cl_codec, photo):
     assert np.array_equal(cl_codec.decompress(res.data), res.reconstruction)
 
 
+def test_tiled_effort_on_the_channel_ladder(cl_path, monkeypatch):
+    """Above the refinement limit the channel-ladder is refined over tiles through the same protocol
+    (z2's posterior and the bottom-up features of every slice, per tile core): 4 tiles here."""
+    import raybb.codec
+
+    monkeypatch.setattr(raybb.codec, "REFINE_MAX_PIXELS", 0)
+    monkeypatch.setattr(raybb.codec, "REFINE_TILE_PIXELS", 256 * 256)
+    monkeypatch.setattr(raybb.codec, "REFINE_HALO", 1)
+    codec = load_codec(cl_path, tile_pixels=256 * 256)
+    img = _odd_image()[:256, :250]
+    plain = codec.compress(img, seed=8, rate=12)
+    res = codec.compress_with_stats(img, seed=8, rate=12, effort=1)
+    assert res.refine_steps == 4 and res.data != plain
+    assert codec.compress(img, seed=8, rate=12, effort=1) == res.data  # deterministic
+    assert np.array_equal(load_codec(cl_path).decompress(res.data), res.reconstruction)
+
+
 @pytest.mark.slow
 def test_briefly_trained_variable_rate_model_rate_grows_with_quality(tmp_path):
     """The trainer's 1000-step CPU run of a tiny variable-rate channel-ladder (the setup of
