@@ -144,7 +144,9 @@ def write(doc: dict, stem: str) -> None:
         "# Encoder effort above the untiled refinement limit (tiled refinement)",
         "",
         f"{m['date']}, {m['cpu']} ({m['cpu_count']} cores, shared), torch {m['torch']}, "
-        f"{doc['threads']} torch thread(s), `nice -n 10`, one fresh process per row. Command: `{doc['command']}`.",
+        f"{doc['threads']} torch thread(s), `nice -n 10`, one fresh process per row. Commands, in order: "
+        + ", ".join(f"`{c}`" for c in doc.get("commands", [doc["command"]]))
+        + ".",
         "Images: mosaics of CID22 validation photos upscaled 2x (1024 x 1024 cells); seed 1. "
         "MS-SSIM is not computed above 6 MP (the codec reports NaN there). Peak RSS: the whole process "
         "(Python, torch, the model, the image, the coding).",
@@ -194,6 +196,9 @@ def main() -> None:
     path = RESULTS / f"{args.out}.json"
     doc = json.loads(path.read_text()) if path.exists() else {"rows": []}
     doc.update(machine=machine_info(), command=command, threads=args.threads)
+    doc.setdefault("commands", [])
+    if command not in doc["commands"]:
+        doc["commands"].append(command)
     done = {
         (r["set"], r["model"], r["image"], r["effort"], r["refine"], r["tile_pixels"], r["halo"]) for r in doc["rows"]
     }

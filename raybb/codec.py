@@ -388,6 +388,7 @@ class Codec:
             feats = t.analyze(rgb, self.device, cond)  # tiled g_a for the PLN: memory bounded by the tile budget
             keep = t.single_tile(h, w)
             if refine is not None:  # larger: refined over crops of REFINE_TILE_PIXELS (raybb.refine)
+                keep = True  # the refined features cannot be recomputed (the exact-sample pass needs them)
                 tiled = TiledRefiner(
                     m,
                     rgb,
