@@ -275,8 +275,9 @@ def test_images_above_the_refinement_limit_are_refined_over_tiles(tiny_weights, 
     reports the effort's steps, is deterministic and decodes with the unchanged decoder."""
     codec = Codec(load_weights(tiny_weights), "pfr", tile_pixels=256 * 256)
     plain = codec.compress(odd_photo, seed=5, effort=0)
-    res = codec.compress_with_stats(odd_photo, seed=5, effort=1)
+    res = codec.compress_with_stats(odd_photo, seed=5, effort=1, theoretical=True)
     assert res.data != plain and (res.effort, res.refine_steps) == (1, EFFORTS[1].steps)
+    assert res.theoretical_psnr is not None and np.isfinite(res.theoretical_psnr)
     assert 0 < res.refine_seconds < res.encode_seconds
     assert codec.compress(odd_photo, seed=5, effort=1) == res.data  # deterministic
     assert codec.compress(odd_photo, seed=6, effort=1) != codec.compress(odd_photo, seed=6, effort=0)
