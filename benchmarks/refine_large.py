@@ -8,14 +8,15 @@ upscaled 2x to a 1024 x 1024 cell (bicubic), 3:2 aspect, at each size in ``--siz
 ``--compare-size`` image (default 2048 x 1536, 3.1 MP) below the limit.
 
 ``large`` rows: each model x size x effort is one ``Codec.compress_with_stats`` in a fresh process
-(``nice -n 10``, ``--threads`` torch threads): bpp, PSNR, MS-SSIM (NaN above 6 MP, as the codec
-reports it), encode and refinement seconds, refinement tiles, and the process's peak RSS
-(``resource.getrusage``). Above the limit effort >= 1 is the tiled refinement
-(``raybb.refine.TiledRefiner``) at the default budget.
+(``nice -n 10``, ``--threads`` torch threads, glibc heap retention limited as in the CLI): bpp,
+PSNR, MS-SSIM (NaN above 6 MP, as the codec reports it), encode and refinement seconds, refinement
+tiles, and the process's peak RSS (``resource.getrusage``). Above the limit effort >= 1 is the
+tiled refinement (``raybb.refine.TiledRefiner``) at the default budget.
 
 ``compare`` rows: the compare image at effort 1 refined untiled (today's path for it) and tiled
 (``REFINE_MAX_PIXELS`` forced to 0) at several tile budgets and halos, same seed: the RD cost of
-tiling. Each row is written to the JSON as soon as it is measured, so a cut run keeps its rows.
+tiling; ``tile_pixels:halo:i`` rows refine independent tiles (the alternative scheme, measured
+against block-coordinate descent). Each row is written to the JSON as soon as it is measured, so a cut run keeps its rows.
 """
 
 from __future__ import annotations
@@ -82,6 +83,14 @@ def run_one(args) -> None:
         C.REFINE_TILE_PIXELS = args.tile_pixels
     if args.halo is not None:
         C.REFINE_HALO = args.halo
+    if args.independent:
+        import functools
+
+        C.TiledRefiner = functools.partial(C.TiledRefiner, independent=True)
+    if args.heap_limit:
+        from raybb.tiling import limit_heap_retention
+
+        limit_heap_retention()  # what `raybb compress` and the bucket actors do
     rgb = load_image(args.image)
     codec = load_codec(args.model)
     t = time.perf_counter()
@@ -101,7 +110,9 @@ def run_one(args) -> None:
         "height": res.height,
         "mp": round(res.width * res.height / 1e6, 2),
         "effort": args.effort,
-        "refine": ("tiled" if tiles else "untiled") if args.effort else "none",
+        "refine": (("tiled-independent" if args.independent else "tiled") if tiles else "untiled")
+        if args.effort
+        else "none",
         "tile_pixels": C.REFINE_TILE_PIXELS if tiles else None,
         "halo": C.REFINE_HALO if tiles else None,
         "tiles": tiles,
@@ -119,7 +130,7 @@ def run_one(args) -> None:
 
 def child(image: Path, model: str, effort: int, threads: int, **kw) -> dict:
     cmd = ["nice", "-n", "10", sys.executable, __file__, "one", "--image", str(image), "--model", model]
-    cmd += ["--effort", str(effort), "--threads", str(threads)]
+    cmd += ["--effort", str(effort), "--threads", str(threads), "--heap-limit"]
     for k, v in kw.items():
         if v is True:
             cmd.append("--" + k.replace("_", "-"))
@@ -131,6 +142,12 @@ def child(image: Path, model: str, effort: int, threads: int, **kw) -> dict:
     if out.returncode or not rows:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     return json.loads(rows[-1])
+
+
+def _compare_kw(spec: str) -> dict:
+    """'tile_pixels:halo[:i]' -> the child's options for a forced-tiled row (i: independent tiles)."""
+    parts = spec.split(":")
+    return {"force_tiled": True, "tile_pixels": int(parts[0]), "halo": int(parts[1]), "independent": parts[2:] == ["i"]}
 
 
 def _f(v, fmt: str) -> str:
@@ -149,7 +166,8 @@ def write(doc: dict, stem: str) -> None:
         + ".",
         "Images: mosaics of CID22 validation photos upscaled 2x (1024 x 1024 cells); seed 1. "
         "MS-SSIM is not computed above 6 MP (the codec reports NaN there). Peak RSS: the whole process "
-        "(Python, torch, the model, the image, the coding).",
+        "(Python, torch, the model, the image, the coding), with glibc's heap retention limited "
+        "(`raybb.tiling.limit_heap_retention`, as `raybb compress` and the bucket actors run).",
         "",
         "| set | model | image | MP | effort | refinement | tiles | tile px | halo | bpp | PSNR | MS-SSIM "
         "| KL bpp | encode s | refine s | peak RSS MiB |",
@@ -176,12 +194,15 @@ def main() -> None:
     one.add_argument("--force-tiled", action="store_true")
     one.add_argument("--tile-pixels", type=int)
     one.add_argument("--halo", type=int)
+    one.add_argument("--independent", action="store_true")
+    one.add_argument("--heap-limit", action="store_true")
     ap.add_argument("--models", nargs="+", default=["pln-q3"])
     ap.add_argument("--sizes", nargs="+", type=float, default=[6, 12])
     ap.add_argument("--efforts", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--compare-size", nargs=2, type=int, default=[2048, 1536], metavar=("W", "H"))
-    ap.add_argument("--compare", nargs="+", default=["4194304:2", "1048576:2", "1048576:1", "1048576:4"],
-                    help="tile_pixels:halo settings for the forced-tiled rows")  # fmt: skip
+    ap.add_argument("--compare", nargs="+", default=["4194304:2", "1048576:2", "1048576:1", "1048576:4", "1048576:2:i"],
+                    help="tile_pixels:halo[:i] settings for the forced-tiled rows (i: independent tiles)")  # fmt: skip
+    ap.add_argument("--compare-effort", type=int, default=1)
     ap.add_argument("--only", choices=["large", "compare"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--images", type=Path, default=Path("/tmp/raybb_refine_large"))
@@ -213,12 +234,13 @@ def main() -> None:
         w, h = args.compare_size
         img = mosaic(w, h, args.images / f"cid22val_{w}x{h}.png")
         for model in args.models:
-            for effort, kw in [(0, {}), (1, {})] + [
-                (1, {"force_tiled": True, "tile_pixels": int(s.split(":")[0]), "halo": int(s.split(":")[1])})
-                for s in args.compare
+            for effort, kw in [(0, {}), (args.compare_effort, {})] + [
+                (args.compare_effort, _compare_kw(spec)) for spec in args.compare
             ]:
-                key = ("compare", model, img.name, effort, "tiled" if kw else ("untiled" if effort else "none"),
-                       kw.get("tile_pixels"), kw.get("halo"))  # fmt: skip
+                label = "untiled" if effort else "none"
+                if kw:
+                    label = "tiled-independent" if kw.get("independent") else "tiled"
+                key = ("compare", model, img.name, effort, label, kw.get("tile_pixels"), kw.get("halo"))
                 if key not in done:
                     add("compare", child(img, model, effort, args.threads, **kw))
     if args.only in (None, "large"):

@@ -349,6 +349,10 @@ class Refiner:
         return oq.detached(), (of.detached() if of is not None else features)
 
 
+def _copy(g):
+    return Gaussian(g.mean.clone(), g.std.clone()) if isinstance(g, Gaussian) else g
+
+
 def _in_units(region: tuple[int, int, int, int] | None, x: torch.Tensor, t: torch.Tensor):
     """A pixel region of the image ``x`` in the units of the map ``t`` (its stride: x's size / t's)."""
     if region is None:
@@ -429,12 +433,14 @@ class TiledRefiner:
         device: torch.device | str = "cpu",
         tile_pixels: int = REFINE_TILE_PIXELS,
         halo: int = REFINE_HALO,
+        independent: bool = False,
     ):
         if metric not in METRICS:
             raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
         if not (lam_scale > 0 and math.isfinite(lam_scale)):
             raise ValueError(f"lam_scale must be a positive number, got {lam_scale!r}")
         self.model, self.rgb, self.cond = model, rgb, cond
+        self.independent = bool(independent)  # the measured alternative (docs/effort.md), not the codec's
         self.h, self.w = rgb.shape[:2]
         s = model.pad_stride
         self.hp, self.wp = -(-self.h // s) * s, -(-self.w // s) * s
@@ -533,18 +539,20 @@ class TiledRefiner:
         last = index == len(self.model.latents()) - 1
         moves_features = not last and isinstance(features, Gaussian)
         before = after = 0.0
+        # independent tiles: each refines its whole crop from the amortised values, only cores are kept
+        q0, f0 = (_copy(q), _copy(features)) if self.independent else (q, features)
         for k, tile in enumerate(self.tiles):
             ref = self._refiner(k, tile, index)
             box = tile.crop
             qn, fn = ref.stage(
                 index,
-                self._cut_g(q, box),
+                self._cut_g(q0, box),
                 self._cut_g(prior, box),
-                self._cut_g(features, box),
+                self._cut_g(f0, box),
                 [self._cut(d, box) for d in decoded],
                 steps,
                 lr,
-                region=self._relative(tile),
+                region=None if self.independent else self._relative(tile),
             )
             self._paste(q, qn, tile)
             if moves_features:
