@@ -401,6 +401,7 @@ class Codec:
                     tile_pixels=REFINE_TILE_PIXELS,
                     halo=REFINE_HALO,
                 )
+        refiner = ref if ref is not None else tiled
         decoded: list[torch.Tensor] = []
         levels: list[_Level] = []
         for i, spec in enumerate(specs):
@@ -414,9 +415,9 @@ class Codec:
                 q = t.posterior(i, feats, decoded, p, cond, consume=consume)
             if consume:
                 feats = None
-            if ref is not None or tiled is not None:
+            if refiner is not None:
                 steps = refine.steps2 if i == 0 else refine.steps1
-                q, feats = (ref or tiled).stage(i, q, p, feats, decoded, steps, refine.lr)
+                q, feats = refiner.stage(i, q, p, feats, decoded, steps, refine.lr)
             enc = self.samplers[spec.level].encode(_flat(q), _flat(p), StreamKey(seed, 0, spec.level))
             levels.append(_Level(spec.level, q, p, enc, tuple(q.mean.shape)))
             decoded.append(levels[-1].z)
@@ -436,7 +437,7 @@ class Codec:
                 rate=rate,
             )
         )
-        stats = ref.stats if ref is not None else tiled.stats if tiled is not None else None
+        stats = refiner.stats if refiner is not None else None
         return _Encoded(data, rgb, seed, rate, cond, feats, levels, t0, stats)
 
     def _encode_with(self, image, seed, effort, metric, target_bpp, target_psnr, rate=None, quality=None) -> _Encoded:
