@@ -16,7 +16,8 @@ tiled refinement (``raybb.refine.TiledRefiner``) at the default budget.
 ``compare`` rows: the compare image at effort 1 refined untiled (today's path for it) and tiled
 (``REFINE_MAX_PIXELS`` forced to 0) at several tile budgets and halos, same seed: the RD cost of
 tiling; ``tile_pixels:halo:i`` rows refine independent tiles (the alternative scheme, measured
-against block-coordinate descent). Each row is written to the JSON as soon as it is measured, so a cut run keeps its rows.
+against block-coordinate descent). Each row is written to the JSON as soon as it is measured, so a
+cut run keeps its rows.
 """
 
 from __future__ import annotations
