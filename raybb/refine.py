@@ -32,7 +32,9 @@ first stage (docs/effort.md says why); the later stages stay available through a
 
 Deterministic for a given seed and device: the reparameterisation noise comes from a
 ``torch.Generator`` seeded with the stream seed. Memory is bounded: each step builds and frees
-its own graph; the model's parameters stay frozen.
+its own graph; the model's parameters stay frozen. Above REFINE_MAX_PIXELS a step's graph over the
+whole image would grow with it, so :class:`TiledRefiner` runs the same stages over crops of at most
+REFINE_TILE_PIXELS (block-coordinate descent, one core of parameters at a time; docs/effort.md).
 """
 
 from __future__ import annotations
