@@ -58,7 +58,17 @@ from raybb.model.weights import LoadedModel, load_weights
 
 # the named pipelines live in raybb.pipelines; re-exported here for callers of raybb.codec
 from raybb.pipelines import DEFAULT_PIPELINE, PFR_DEFAULT, PFR_EXACT, PFR_MAX, PIPELINES, parse_pipeline
-from raybb.refine import METRICS, REFINE_MAX_PIXELS, EffortLevel, Refiner, RefineStats, effort_level
+from raybb.refine import (
+    METRICS,
+    REFINE_HALO,
+    REFINE_MAX_PIXELS,
+    REFINE_TILE_PIXELS,
+    EffortLevel,
+    Refiner,
+    RefineStats,
+    TiledRefiner,
+    effort_level,
+)
 from raybb.tiling import stage_runner, tile_pixels_for, to_uint8
 
 __all__ = [
@@ -370,9 +380,9 @@ class Codec:
         cond = m.conditioning(rate, 1, self.device)
         hp, wp = self._padded(h, w)
         specs = m.latents()
-        ref = None
-        if refine is not None and h * w <= REFINE_MAX_PIXELS:  # larger: effort 0 (memory, raybb.refine)
-            # refinement back-propagates through the whole image (~0.55 GiB/MP), so it runs untiled
+        ref = tiled = None
+        if refine is not None and h * w <= REFINE_MAX_PIXELS:
+            # refinement back-propagates through the whole image (~0.55 GiB/MP): untiled up to the limit
             x, _ = pad_to_stride(self._image_tensor(rgb), m.pad_stride)
             feats = m.analyze(x, cond)
             ref = Refiner(m, x, h, w, beta=self._beta(rate), seed=seed, metric=metric, lam_scale=lam_scale, cond=cond)
@@ -380,6 +390,21 @@ class Codec:
         else:
             feats = t.analyze(rgb, self.device, cond)  # tiled g_a for the PLN: memory bounded by the tile budget
             keep = t.single_tile(h, w)
+            if refine is not None:  # larger: refined over crops of REFINE_TILE_PIXELS (raybb.refine)
+                keep = True  # the refined features cannot be recomputed (the exact-sample pass needs them)
+                tiled = TiledRefiner(
+                    m,
+                    rgb,
+                    beta=self._beta(rate),
+                    seed=seed,
+                    metric=metric,
+                    lam_scale=lam_scale,
+                    cond=cond,
+                    device=self.device,
+                    tile_pixels=REFINE_TILE_PIXELS,
+                    halo=REFINE_HALO,
+                )
+        refiner = ref if ref is not None else tiled
         decoded: list[torch.Tensor] = []
         levels: list[_Level] = []
         for i, spec in enumerate(specs):
@@ -393,9 +418,9 @@ class Codec:
                 q = t.posterior(i, feats, decoded, p, cond, consume=consume)
             if consume:
                 feats = None
-            if ref is not None:
+            if refiner is not None:
                 steps = refine.steps2 if i == 0 else refine.steps1
-                q, feats = ref.stage(i, q, p, feats, decoded, steps, refine.lr)
+                q, feats = refiner.stage(i, q, p, feats, decoded, steps, refine.lr)
             enc = self.samplers[spec.level].encode(flat_gaussian(q), flat_gaussian(p), StreamKey(seed, 0, spec.level))
             levels.append(_Level(spec.level, q, p, enc, tuple(q.mean.shape)))
             decoded.append(levels[-1].z)
@@ -415,7 +440,8 @@ class Codec:
                 rate=rate,
             )
         )
-        return _Encoded(data, rgb, seed, rate, cond, feats, levels, t0, ref.stats if ref else None)
+        stats = refiner.stats if refiner is not None else None
+        return _Encoded(data, rgb, seed, rate, cond, feats, levels, t0, stats)
 
     def _encode_with(self, image, seed, effort, metric, target_bpp, target_psnr, rate=None, quality=None) -> _Encoded:
         """:meth:`_encode` at an effort level (None = the codec's), optionally aiming at a target.

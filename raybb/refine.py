@@ -32,16 +32,21 @@ first stage (docs/effort.md says why); the later stages stay available through a
 
 Deterministic for a given seed and device: the reparameterisation noise comes from a
 ``torch.Generator`` seeded with the stream seed. Memory is bounded: each step builds and frees
-its own graph; the model's parameters stay frozen.
+its own graph; the model's parameters stay frozen. Above REFINE_MAX_PIXELS a step's graph over the
+whole image would grow with it, so :class:`TiledRefiner` runs the same stages over crops of at most
+REFINE_TILE_PIXELS (block-coordinate descent, one core of parameters at a time; docs/effort.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from raybb.model.distributions import STD_FLOOR, Gaussian, GaussianLikelihood
 
@@ -50,11 +55,17 @@ __all__ = [
     "LAMBDA_SCALE",
     "MAX_EFFORT",
     "METRICS",
+    "REFINE_HALO",
     "REFINE_MAX_PIXELS",
+    "REFINE_TILE_PIXELS",
     "EffortLevel",
     "RefineStats",
+    "RefineTile",
     "Refiner",
+    "TiledRefiner",
     "effort_level",
+    "refine_tiles",
+    "tile_seed",
 ]
 
 METRICS = ("mse", "ms-ssim")
@@ -91,9 +102,16 @@ EFFORTS: dict[int, EffortLevel | None] = {
 }
 MAX_EFFORT = max(EFFORTS)
 #: Refinement holds one step's graph of the synthesis transform over the whole image (~0.55 GiB per
-#: megapixel for the PLN, docs/effort.md). Larger images are coded at effort 0 (the result reports
-#: 0 refinement steps), so a bucket worker's memory stays bounded.
+#: megapixel for the PLN, docs/effort.md). Larger images are refined over tiles (:class:`TiledRefiner`)
+#: whose crops hold at most REFINE_TILE_PIXELS pixels, halo included, so a bucket worker's memory
+#: stays bounded whatever the image size; images up to this size keep the untiled path (and bytes).
 REFINE_MAX_PIXELS = 4 * 1024 * 1024
+#: Pixels per refinement crop (core + halo): the same graph bound as the largest untiled refinement.
+REFINE_TILE_PIXELS = REFINE_MAX_PIXELS
+#: Halo around each refinement tile's core, in units of the model's pad stride (64 px for the PLN):
+#: the terms the core's parameters reach through the synthesis within this distance are in the
+#: tile's objective (docs/effort.md, "Images above 4 MP", measures the choice).
+REFINE_HALO = 2
 
 
 def effort_level(effort: int) -> EffortLevel | None:
@@ -109,6 +127,7 @@ class RefineStats:
     seconds: float = 0.0
     objective_before: float = float("nan")  # nats, first step's sampled objective
     objective_after: float = float("nan")  # nats, last step's
+    tiles: int = 0  # refinement tiles (0: untiled); a tiled run's objectives sum the tiles' crop objectives
 
 
 def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -145,18 +164,31 @@ class _Offsets:
 
     μ = μ0 + σ0·δ, σ = σ0·e^ρ (floored): one Adam learning rate then means the same relative move
     for a narrow level-1 dimension (σ ~ 0.01) as for a wide level-2 one (σ ~ 1).
+
+    ``region`` (rows r0, r1, cols c0, c1 in the tensor's own units): only that block moves, the rest
+    stays at its initial value (a tile's core in :class:`TiledRefiner`).
     """
 
-    def __init__(self, g: Gaussian):
+    def __init__(self, g: Gaussian, region: tuple[int, int, int, int] | None = None):
         self.mean0, self.std0 = g.mean.detach(), g.std.detach()
-        self.delta = torch.zeros_like(self.mean0, requires_grad=True)
-        self.rho = torch.zeros_like(self.std0, requires_grad=True)
+        self.pad = None
+        like = self.mean0
+        if region is not None:
+            r0, r1, c0, c1 = region
+            h, w = like.shape[-2:]
+            self.pad = (c0, w - c1, r0, h - r1)
+            like = like[..., r0:r1, c0:c1]
+        self.delta = torch.zeros_like(like, requires_grad=True)
+        self.rho = torch.zeros_like(like, requires_grad=True)
 
     def params(self) -> list[torch.Tensor]:
         return [self.delta, self.rho]
 
     def gaussian(self) -> Gaussian:
-        return Gaussian(self.mean0 + self.std0 * self.delta, (self.std0 * self.rho.exp()).clamp_min(STD_FLOOR))
+        delta, rho = self.delta, self.rho
+        if self.pad is not None:
+            delta, rho = F.pad(delta, self.pad), F.pad(rho, self.pad)
+        return Gaussian(self.mean0 + self.std0 * delta, (self.std0 * rho.exp()).clamp_min(STD_FLOOR))
 
     def detached(self) -> Gaussian:
         g = self.gaussian()
@@ -265,7 +297,15 @@ class Refiner:
         return spec.shape(*self.x.shape[-2:])
 
     def stage(
-        self, index: int, q: Gaussian, prior: Gaussian, features, decoded: list[torch.Tensor], steps: int, lr: float
+        self,
+        index: int,
+        q: Gaussian,
+        prior: Gaussian,
+        features,
+        decoded: list[torch.Tensor],
+        steps: int,
+        lr: float,
+        region: tuple[int, int, int, int] | None = None,
     ):
         """Refine latent ``index``'s posterior ``q`` against ``prior`` (computed from the coded latents
         ``decoded``, fixed here) before it is coded; returns (q, features).
@@ -274,7 +314,10 @@ class Refiner:
         PLN's and the channel-ladder's bottom-up N(μx, σx²)) are refined jointly with ``q``, through
         reparameterised samples of every later latent; for the last latent only its own posterior
         moves, with the synthesis in the loop. The objective is Σ KL + λ·D over the rest of the chain.
-        For the PLN, stage 0 is the joint z2 + bottom-up refinement and stage 1 refines q(z1|z2, x)."""
+        For the PLN, stage 0 is the joint z2 + bottom-up refinement and stage 1 refines q(z1|z2, x).
+
+        ``region`` (pixel rows r0, r1, cols c0, c1 of ``x``, multiples of the latents' strides): only
+        the parameters of that block move (a tile's core, :class:`TiledRefiner`); None: all."""
         t0 = time.perf_counter()
         m = self.model
         last = index == len(m.latents()) - 1
@@ -284,8 +327,12 @@ class Refiner:
         if steps <= 0:
             self._record([], t0)
             return q, features
-        oq = _Offsets(q)
-        of = None if last or not isinstance(features, Gaussian) else _Offsets(features)
+        oq = _Offsets(q, _in_units(region, self.x, q.mean))
+        of = (
+            None
+            if last or not isinstance(features, Gaussian)
+            else _Offsets(features, _in_units(region, self.x, features.mean))
+        )
         p = Gaussian(prior.mean.detach(), prior.std.detach())
         standard = bool((p.mean == 0).all() and (p.std == 1).all())  # N(0, I): the closed form
         opt = torch.optim.Adam(oq.params() + (of.params() if of is not None else []), lr=lr)
@@ -302,3 +349,222 @@ class Refiner:
         losses = [self._step(opt, loss_fn) for _ in range(steps)]
         self._record(losses, t0)
         return oq.detached(), (of.detached() if of is not None else features)
+
+
+def _copy(g):
+    return Gaussian(g.mean.clone(), g.std.clone()) if isinstance(g, Gaussian) else g
+
+
+def _in_units(region: tuple[int, int, int, int] | None, x: torch.Tensor, t: torch.Tensor):
+    """A pixel region of the image ``x`` in the units of the map ``t`` (its stride: x's size / t's)."""
+    if region is None:
+        return None
+    sy, sx = x.shape[-2] // t.shape[-2], x.shape[-1] // t.shape[-1]
+    r0, r1, c0, c1 = region
+    return r0 // sy, r1 // sy, c0 // sx, c1 // sx
+
+
+@dataclass(frozen=True)
+class RefineTile:
+    """One refinement tile, in pixels of the padded image: the ``core`` whose parameters it refines
+    and the ``crop`` (core plus halo, clipped to the image) its objective is computed on;
+    (row start, row end, column start, column end), multiples of the model's pad stride."""
+
+    core: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int]
+
+
+def refine_tiles(hp: int, wp: int, stride: int, tile_pixels: int, halo: int) -> list[RefineTile]:
+    """Tiles of a padded hp x wp image for crops of at most ``tile_pixels`` pixels with a halo of
+    ``halo`` strides around each core (ValueError when the budget cannot hold a one-stride core)."""
+    side = math.isqrt(int(tile_pixels)) // stride  # crop side in strides, halo included
+    core = side - 2 * halo
+    if core < 1 or halo < 0:
+        raise ValueError(f"a refinement tile of {tile_pixels} pixels cannot hold a halo of {halo} x {stride} px")
+
+    def spans(n: int) -> list[tuple[int, int, int, int]]:
+        return [(s, min(n, s + core), max(0, s - halo), min(n, s + core + halo)) for s in range(0, n, core)]
+
+    out = []
+    for ys, ye, yi0, yi1 in spans(hp // stride):
+        for xs, xe, xi0, xi1 in spans(wp // stride):
+            out.append(
+                RefineTile(
+                    (ys * stride, ye * stride, xs * stride, xe * stride),
+                    (yi0 * stride, yi1 * stride, xi0 * stride, xi1 * stride),
+                )
+            )
+    return out
+
+
+def tile_seed(seed: int, index: int, tile: int) -> int:
+    """The noise seed of stage ``index`` on tile ``tile``: a hash of the stream seed and both
+    indices, so tiles draw independent noise and the same image, seed and device give the same bytes."""
+    d = hashlib.sha256(f"raybb-refine-tile:{int(seed)}:{int(index)}:{int(tile)}".encode()).digest()
+    return int.from_bytes(d[:8], "little") & (2**63 - 1)
+
+
+class TiledRefiner:
+    """:class:`Refiner`'s stages for an image too large to refine whole, in memory bounded by the tile
+    budget (any ``raybb.model.protocol.LatentModel`` whose latents' strides divide its pad stride).
+
+    Block-coordinate descent on the same objective: the pad-stride grid is cut into tiles; for each
+    tile in turn, the parameters of its core (latent ``index``'s posterior and, in a stage with later
+    latents, the analysis features) take the stage's Adam steps on the objective of a crop of core
+    plus halo, with every parameter outside the core fixed at its current value (the neighbours
+    refined before it, the amortised ones after it), and the refined core is written back into the
+    full-size posterior and features before the next tile. The caller then codes the stitched
+    posterior exactly as the untiled path does, with the tiled transforms.
+
+    λ (``mse``) is the whole image's: the amortised error sums A and S over every tile's core. For
+    ``ms-ssim`` each tile's λ is matched on its own crop (MS-SSIM is not a sum over tiles).
+    ``rgb`` is the HxWx3 uint8 image; crops are read from it (replicate padding past its edge, as
+    ``pad_to_stride``), so the float image is never whole.
+    """
+
+    def __init__(
+        self,
+        model,
+        rgb: np.ndarray,
+        *,
+        beta: float,
+        seed: int,
+        metric: str = "mse",
+        lam_scale: float = 1.0,
+        cond=None,
+        device: torch.device | str = "cpu",
+        tile_pixels: int = REFINE_TILE_PIXELS,
+        halo: int = REFINE_HALO,
+        independent: bool = False,
+    ):
+        if metric not in METRICS:
+            raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+        if not (lam_scale > 0 and math.isfinite(lam_scale)):
+            raise ValueError(f"lam_scale must be a positive number, got {lam_scale!r}")
+        self.model, self.rgb, self.cond = model, rgb, cond
+        self.independent = bool(independent)  # the measured alternative (docs/effort.md), not the codec's
+        self.h, self.w = rgb.shape[:2]
+        s = model.pad_stride
+        self.hp, self.wp = -(-self.h // s) * s, -(-self.w // s) * s
+        self.tiles = refine_tiles(self.hp, self.wp, s, tile_pixels, halo)
+        self.beta, self.seed, self.metric, self.lam_scale = float(beta), int(seed), metric, float(lam_scale)
+        self.device = torch.device(device)
+        self.lam: float | None = None  # the whole image's (mse)
+        self._tile_lam: dict[int, float] = {}  # per tile (ms-ssim)
+        self.stats = RefineStats(tiles=len(self.tiles))
+
+    # -- crops -----------------------------------------------------------------------------------
+    def _image(self, tile: RefineTile) -> torch.Tensor:
+        r0, r1, c0, c1 = tile.crop
+        rows = np.minimum(np.arange(r0, r1), self.h - 1)  # replicate padding past the image
+        cols = np.minimum(np.arange(c0, c1), self.w - 1)
+        t = self.rgb[rows[:, None], cols[None, :]].transpose(2, 0, 1).copy()
+        return torch.from_numpy(t).to(self.device, torch.float32).div_(255.0)[None]
+
+    def _cut(self, t: torch.Tensor, box: tuple[int, int, int, int]) -> torch.Tensor:
+        """The block of a full-size map (any stride dividing the pad stride) under a pixel box."""
+        sy, sx = self.hp // t.shape[-2], self.wp // t.shape[-1]
+        r0, r1, c0, c1 = box
+        return t[..., r0 // sy : r1 // sy, c0 // sx : c1 // sx]
+
+    def _cut_g(self, g, box):
+        return Gaussian(self._cut(g.mean, box), self._cut(g.std, box)) if isinstance(g, Gaussian) else g
+
+    def _paste(self, full: Gaussian, part: Gaussian, tile: RefineTile) -> None:
+        """Write the core of ``part`` (a map over the tile's crop) into ``full``."""
+        r0, r1, c0, c1 = tile.crop
+        sy, sx = (r1 - r0) // part.mean.shape[-2], (c1 - c0) // part.mean.shape[-1]
+        a0, a1, b0, b1 = self._relative(tile)
+        self._cut(full.mean, tile.core).copy_(part.mean[..., a0 // sy : a1 // sy, b0 // sx : b1 // sx])
+        self._cut(full.std, tile.core).copy_(part.std[..., a0 // sy : a1 // sy, b0 // sx : b1 // sx])
+
+    def _refiner(self, k: int, tile: RefineTile, index: int) -> Refiner:
+        r0, r1, c0, c1 = tile.crop
+        hc, wc = min(self.h, r1) - r0, min(self.w, c1) - c0  # the crop's real pixels (top-left)
+        ref = Refiner(
+            self.model,
+            self._image(tile),
+            hc,
+            wc,
+            beta=self.beta,
+            seed=tile_seed(self.seed, index, k),
+            metric=self.metric,
+            lam_scale=self.lam_scale,
+            cond=self.cond,
+        )
+        ref.lam = self.lam if self.metric == "mse" else self._tile_lam.get(k)
+        return ref
+
+    @staticmethod
+    def _relative(tile: RefineTile) -> tuple[int, int, int, int]:
+        r0, _, c0, _ = tile.crop
+        a0, a1, b0, b1 = tile.core
+        return a0 - r0, a1 - r0, b0 - c0, b1 - c0
+
+    # -- λ -----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate(self, index: int, q: Gaussian, features, decoded: list[torch.Tensor]) -> None:
+        """λ from the amortised reconstruction, tile by tile (means through the rest of the chain):
+        for mse the whole image's λ = A / (2βS) from A and S summed over the tiles' cores (the
+        untiled :meth:`Refiner.calibrate`), for ms-ssim each tile's own."""
+        a_sum = s_sum = 0.0
+        for k, tile in enumerate(self.tiles):
+            ref = self._refiner(k, tile, index)
+            dec = [self._cut(d, tile.crop) for d in decoded]
+            zs = ref._chain(index, self._cut(q.mean, tile.crop), dec, self._cut_g(features, tile.crop), False)[0]
+            x_hat = self.model.reconstruct(zs, self.cond)
+            if self.metric != "mse":
+                self._tile_lam[k] = ref.calibrate(x_hat)
+                continue
+            a0, a1, b0, b1 = self._relative(tile)
+            a1, b1 = min(a1, ref.h), min(b1, ref.w)  # the core's real pixels
+            e = (x_hat - ref.x)[..., a0:a1, b0:b1]
+            a_sum += nll_slope(self.model.likelihood, e)
+            s_sum += float(e.pow(2).sum())
+            del x_hat, e
+        if self.metric == "mse":
+            lam = a_sum / (2.0 * self.beta * max(s_sum, 1e-12))
+            self.lam = lam * lambda_scale(self.model.likelihood, self.metric) * self.lam_scale
+
+    # -- one stage -------------------------------------------------------------------------------
+    def stage(
+        self, index: int, q: Gaussian, prior: Gaussian, features, decoded: list[torch.Tensor], steps: int, lr: float
+    ):
+        """:meth:`Refiner.stage` over the tiles (block-coordinate descent, see the class); ``q`` and
+        ``features`` are updated in place (the caller's own tensors) and returned."""
+        t0 = time.perf_counter()
+        if self.lam is None and not self._tile_lam:
+            self.calibrate(index, q, features, decoded)
+        if steps <= 0:
+            self.stats.seconds += time.perf_counter() - t0
+            return q, features
+        last = index == len(self.model.latents()) - 1
+        moves_features = not last and isinstance(features, Gaussian)
+        before = after = 0.0
+        # independent tiles: each refines its whole crop from the amortised values, only cores are kept
+        q0, f0 = (_copy(q), _copy(features)) if self.independent else (q, features)
+        for k, tile in enumerate(self.tiles):
+            ref = self._refiner(k, tile, index)
+            box = tile.crop
+            qn, fn = ref.stage(
+                index,
+                self._cut_g(q0, box),
+                self._cut_g(prior, box),
+                self._cut_g(f0, box),
+                [self._cut(d, box) for d in decoded],
+                steps,
+                lr,
+                region=None if self.independent else self._relative(tile),
+            )
+            self._paste(q, qn, tile)
+            if moves_features:
+                self._paste(features, fn, tile)
+            before += ref.stats.objective_before
+            after += ref.stats.objective_after
+            del ref, qn, fn
+        if self.stats.steps == 0:
+            self.stats.objective_before = before
+        self.stats.objective_after = after
+        self.stats.steps += steps  # every parameter takes the stage's steps once
+        self.stats.seconds += time.perf_counter() - t0
+        return q, features

@@ -127,6 +127,27 @@ def test_effort_on_the_channel_ladder_decodes(cl_codec, photo):
     assert np.array_equal(cl_codec.decompress(res.data), res.reconstruction)
 
 
+def test_tiled_effort_on_the_channel_ladder(cl_path, monkeypatch):
+    """Above the refinement limit the channel-ladder is refined over tiles through the same protocol
+    (z2's posterior and the bottom-up features of every slice, per tile core): 4 tiles here."""
+    import raybb.codec
+
+    monkeypatch.setattr(raybb.codec, "REFINE_MAX_PIXELS", 0)
+    monkeypatch.setattr(raybb.codec, "REFINE_TILE_PIXELS", 256 * 256)
+    monkeypatch.setattr(raybb.codec, "REFINE_HALO", 1)
+    codec = load_codec(cl_path, tile_pixels=256 * 256)
+    img = _odd_image()[:256, :250]
+    plain = codec.compress(img, seed=8, rate=12)
+    res = codec.compress_with_stats(img, seed=8, rate=12, effort=1)
+    assert res.refine_steps == 4 and res.data != plain
+    assert codec.compress(img, seed=8, rate=12, effort=1) == res.data  # deterministic
+    assert np.array_equal(codec.decompress(res.data), res.reconstruction)
+    # a decoder with another tile budget computes the priors over other tiles: the same values up
+    # to float rounding, so at most a level here and there (the golden files' tolerance)
+    other = load_codec(cl_path).decompress(res.data)
+    assert int(np.abs(other.astype(int) - res.reconstruction).max()) <= 1
+
+
 @pytest.mark.slow
 def test_briefly_trained_variable_rate_model_rate_grows_with_quality(tmp_path):
     """The trainer's 1000-step CPU run of a tiny variable-rate channel-ladder (the setup of
@@ -143,7 +164,7 @@ def test_briefly_trained_variable_rate_model_rate_grows_with_quality(tmp_path):
         Image.fromarray(_photo(i, 128, 128)).save(tmp_path / "train" / f"{i}.png")
     train(FastConfig(out=str(tmp_path / "run"), data=[str(tmp_path / "train")], val_data=[],
                      model={**TINY, "rate_levels": 16}, device="cpu", precision="fp32", channels_last=False,
-                     batch=4, patch=64, max_steps=1000, minutes=30, threads=1, log_every=1000, kl_warmup_steps=0,
+                     batch=4, patch=64, steps=1000, minutes=30, num_threads=1, log_every=1000, warmup_steps=0,
                      lr_warmup_steps=10, lr=1e-3, decay_fraction=0))  # fmt: skip
     codec = load_codec(tmp_path / "run" / "model.safetensors")  # a small model is one file
     img = _photo(11, 70, 90)
