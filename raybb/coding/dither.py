@@ -51,11 +51,11 @@ from raybb.coding.base import (
     check_prior,
     prior_sample,
     register,
-    standardize,
+    unit_gaussian,
 )
 from raybb.coding.blocks import check_latent_size
 from raybb.coding.entropy import Reader, Writer, bucket_of
-from raybb.coding.pfr import PFR_DEFAULT_PARAMS, PFRSampler
+from raybb.coding.pfr import PFR_DEFAULT_PARAMS, PFRSampler, _Rows
 from raybb.errors import CorruptPayload
 
 __all__ = ["DitheredPFRSampler", "DPFR_THRESHOLD", "DPFR_NOISE", "DPFR_NOISE_SLOPE"]
@@ -273,10 +273,11 @@ class DitheredPFRSampler(IntParams):
         pfr_payload = b""
         pfr_stats: dict = {}
         if len(rest):
-            qr, pr = _pfr_part(q, p, c, n, rest)
-            enc = self._pfr(len(rest)).encode(qr, pr, key)
+            pfr = self._pfr(len(rest))
+            # the rest channels, read in place (no copies of a large image's latent)
+            enc = pfr.encode(q, p, key) if len(rest) == c else pfr._encode(q, p, key, _Rows(n, rest))
             pfr_payload, pfr_stats = enc.payload, enc.stats
-            del qr, pr, enc  # memory: on a large image the standardized part is two latent-size tensors
+            del enc
         payload = len(section).to_bytes(4, "little") + section + pfr_payload
         sample = self.decode(p, key, payload)
         kl_total = sum(_kl_bits(qm[ch], qs[ch], pm[ch], ps[ch]) for ch in range(c))
@@ -334,7 +335,7 @@ class DitheredPFRSampler(IntParams):
         if len(rest) == c:
             out = self._pfr(c).decode(p, key, tail).view(c, n)
         elif len(rest):
-            z = self._pfr(len(rest)).decode(_unit(len(rest) * n, dev), key, tail).view(len(rest), n)
+            z = self._pfr(len(rest)).decode(unit_gaussian(len(rest) * n, dev), key, tail).view(len(rest), n)
             for j, ch in enumerate(rest.tolist()):  # leave the standardized space as PFR does
                 out[ch] = prior_sample(DiagGaussian(pm[ch], ps[ch]), z[j])
             del z
@@ -342,29 +343,6 @@ class DitheredPFRSampler(IntParams):
             raise CorruptPayload("dpfr: data after the dither section, but no channel is left for PFR")
         del ps
         return out.reshape(-1)
-
-
-def _unit(size: int, dev) -> DiagGaussian:
-    """N(0, I) over ``size`` dims as stride-0 views (no memory)."""
-    return DiagGaussian(torch.zeros((), device=dev).expand(size), torch.ones((), device=dev).expand(size))
-
-
-def _pfr_part(q: DiagGaussian, p: DiagGaussian, c: int, n: int, rows: np.ndarray) -> tuple[DiagGaussian, DiagGaussian]:
-    """The channels ``rows`` as one flat latent for PFR, without copying four latent-size tensors:
-    all channels are q and p themselves; a subset is q in p's standardized space against N(0, I).
-    PFR's first step is that standardization (x − 0 and x / 1 are exact), so it codes the same ranks
-    either way, and its decoder's N(0, I) sample leaves the standardized space in ``decode``."""
-    if len(rows) == c:
-        return q, p
-    dev = q.mean.device
-    m = torch.empty(len(rows) * n, dtype=torch.float32, device=dev)
-    s = torch.empty(len(rows) * n, dtype=torch.float32, device=dev)
-    qm, qs, pm, ps = (t.view(c, n) for t in (q.mean, q.std, p.mean, p.std))
-    for j, ch in enumerate(rows.tolist()):  # one channel's temporaries at a time
-        m[j * n : (j + 1) * n], s[j * n : (j + 1) * n] = standardize(
-            DiagGaussian(qm[ch], qs[ch]), DiagGaussian(pm[ch], ps[ch])
-        )
-    return DiagGaussian(m, s), _unit(len(rows) * n, dev)
 
 
 def _kl_bits(qm, qs, pm, ps) -> float:

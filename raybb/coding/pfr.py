@@ -45,6 +45,7 @@ flag, never by floats.  ``channels = 1`` is the original order with no flag and 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -62,6 +63,7 @@ from raybb.coding.base import (
     prior_sample,
     register,
     standardize,
+    unit_gaussian,
 )
 from raybb.coding.blocks import (
     OutlierCodec,
@@ -149,10 +151,34 @@ class _Layout:
             self.col[dims] = perm[local, jt[dims]]
 
 
-def _kl_std_bits(q: DiagGaussian, p: DiagGaussian, channels: int = 0, chunk: int = 1 << 20) -> np.ndarray:
+@dataclass(frozen=True)
+class _Rows:
+    """Code only the channels ``rows`` of a channel-major (C, n) latent, as one latent of
+    ``len(rows) * n`` dims in that channel order (raybb.coding.dither's PFR part), reading q and p
+    in place instead of copying the channels out."""
+
+    n: int
+    rows: np.ndarray
+
+
+def _kl_std_bits(
+    q: DiagGaussian, p: DiagGaussian, channels: int = 0, chunk: int = 1 << 20, rows: _Rows | None = None
+) -> np.ndarray:
     """Per-dim KL[q || p] in bits (float64, NumPy): ``kl_bits_std(*standardize(q, p))`` computed
     in chunks of dims (elementwise, so the same numbers) without full-size float64 temporaries;
-    ``channels`` > 0: in position-major order (the channel-major latent transposed)."""
+    ``channels`` > 0: in position-major order (the channel-major latent transposed); ``rows``: of
+    those channels of q and p only (see :class:`_Rows`)."""
+    if rows is not None:
+        out = np.empty(len(rows.rows) * rows.n, dtype=np.float64)
+        view = out.reshape(rows.n, -1) if channels else out.reshape(-1, rows.n)
+        for j, ch in enumerate(rows.rows.tolist()):
+            sl = slice(ch * rows.n, (ch + 1) * rows.n)
+            k = kl_bits_std(*standardize(DiagGaussian(q.mean[sl], q.std[sl]), DiagGaussian(p.mean[sl], p.std[sl])))
+            if channels:
+                view[:, j] = k.cpu().numpy()
+            else:
+                view[j] = k.cpu().numpy()
+        return out
     d = q.mean.shape[0]
     out = np.empty(d, dtype=np.float64)
     if channels:
@@ -176,13 +202,19 @@ class _Standardized:
     same numbers as the whole latent's), so no full-size m and s exist. ``channels`` > 0: the coding
     order is position-major, dim i = position i // C, channel i % C of the channel-major latent."""
 
-    def __init__(self, q: DiagGaussian, p: DiagGaussian, channels: int) -> None:
-        self.q, self.p, self.c = q, p, channels
+    def __init__(self, q: DiagGaussian, p: DiagGaussian, channels: int, rows: _Rows | None = None) -> None:
+        self.q, self.p, self.c, self.rows = q, p, channels, rows
         self.m, self.s = _Lookup(self, 0), _Lookup(self, 1)
+        if rows is not None:
+            self._rows_t = torch.as_tensor(rows.rows, device=q.mean.device)
 
     def at(self, pos) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(pos, device=self.q.mean.device)
-        if self.c:
+        if self.rows is not None:  # a dim of the sub-latent -> its index in the whole latent
+            n = self.rows.n
+            j, at = (idx % self.c, idx // self.c) if self.c else (idx // n, idx % n)
+            idx = self._rows_t[j] * n + at
+        elif self.c:
             n_pos = self.q.mean.shape[0] // self.c
             idx = (idx % self.c) * n_pos + idx // self.c
         q, p = self.q, self.p
@@ -277,7 +309,14 @@ class PFRSampler(IntParams):
 
     # ------------------------------------------------------------------ encoder
     def encode(self, q: DiagGaussian, p: DiagGaussian, key: StreamKey) -> EncodeResult:
+        return self._encode(q, p, key)
+
+    def _encode(self, q: DiagGaussian, p: DiagGaussian, key: StreamKey, rows: _Rows | None = None) -> EncodeResult:
+        """``rows``: code those channels of q and p (read in place); the result's sample is then in
+        the prior's standardized space (the caller leaves it, raybb.coding.dither)."""
         d = check_pair(q, p)
+        if rows is not None:
+            d = len(rows.rows) * rows.n
         dev = q.mean.device
         keys = self._keys(key)
         pm = self._position_major(d)
@@ -285,17 +324,17 @@ class PFRSampler(IntParams):
         # 300 MB. So only the per-dim KLs exist whole (one array at a time, computed in chunks, in
         # the coding order); standardized values are computed per chunk of blocks from q and p,
         # elementwise, so they are the same numbers as a whole-latent standardize would give.
-        kl_np = _kl_std_bits(q, p)
+        kl_np = _kl_std_bits(q, p, rows=rows)
         use_pm = False
         if pm:
             n_cm = self._n_blocks(kl_np)
             kl_np = None
-            kl_np = _kl_std_bits(q, p, self.channels)
+            kl_np = _kl_std_bits(q, p, self.channels, rows=rows)
             use_pm = self._n_blocks(kl_np) < n_cm
             if not use_pm:
                 kl_np = None
-                kl_np = _kl_std_bits(q, p)
-        std = _Standardized(q, p, self.channels if use_pm else 0)
+                kl_np = _kl_std_bits(q, p, rows=rows)
+        std = _Standardized(q, p, self.channels if use_pm else 0, rows)
         kl_total = float(kl_np.sum())
         out_pos = np.flatnonzero(kl_np > self.outlier_bits)
         kl_out = kl_np[out_pos]
@@ -325,7 +364,7 @@ class PFRSampler(IntParams):
         w.log_bucket(ranks)
         bits_ranks = w.num_bits() - bits_before_ranks
         payload = w.finish()
-        sample = self.decode(p, key, payload)
+        sample = self.decode(p if rows is None else unit_gaussian(d, dev), key, payload)
         stats = {
             "kl_bits": kl_total,
             "coded_bits": 8 * len(payload),

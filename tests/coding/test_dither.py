@@ -134,3 +134,22 @@ def test_garbage_dither_sections_with_valid_checksums_are_handled():
         decoded += 1
         assert out.shape == p.mean.shape and torch.isfinite(out).all()
     assert decoded < 60  # most garbage is caught by the counts and symbol checks
+
+
+@pytest.mark.parametrize("rows", [(0, 2, 3), (1, 4), (5,)])
+def test_pfr_reads_a_channel_subset_in_place(rows):
+    """dpfr's PFR part: PFR over some channels of q and p, read in place, writes the bytes PFR writes
+    for a copy of those channels (either coding order), and its sample is the standardized one."""
+    from raybb.coding.base import prior_sample, unit_gaussian
+    from raybb.coding.pfr import PFRSampler, _Rows
+
+    q, p = _latent(7, high=(0,))
+    n = H * W
+    idx = torch.as_tensor(rows)
+    sub = lambda g: DiagGaussian(g.mean.view(C, n)[idx].reshape(-1), g.std.view(C, n)[idx].reshape(-1))  # noqa: E731
+    pfr = PFRSampler(22, 12, 64, 22, len(rows))
+    copied = pfr.encode(sub(q), sub(p), KEY)
+    in_place = pfr._encode(q, p, KEY, _Rows(n, np.array(rows)))
+    assert in_place.payload == copied.payload
+    assert torch.equal(prior_sample(sub(p), in_place.sample), copied.sample)
+    assert torch.equal(pfr.decode(unit_gaussian(len(rows) * n), KEY, in_place.payload), in_place.sample)
