@@ -181,12 +181,6 @@ def kl_bits_std(m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return (-torch.log(s) + 0.5 * (s * s + m * m - 1.0)) / LN2
 
 
-def unit_gaussian(size: int, device=None) -> DiagGaussian:
-    """N(0, I) over ``size`` dims as stride-0 views (no memory): the prior of a latent that is already
-    in its prior's standardized space."""
-    return DiagGaussian(torch.zeros((), device=device).expand(size), torch.ones((), device=device).expand(size))
-
-
 def prior_sample(p: DiagGaussian, z_std: torch.Tensor) -> torch.Tensor:
     """The one formula both sides use to leave the standardized space (separate mul then add)."""
     return torch.add(p.mean, torch.mul(p.std, z_std))

@@ -51,7 +51,6 @@ from raybb.coding.base import (
     check_prior,
     prior_sample,
     register,
-    unit_gaussian,
 )
 from raybb.coding.blocks import check_latent_size
 from raybb.coding.entropy import Reader, Writer, bucket_of
@@ -335,7 +334,7 @@ class DitheredPFRSampler(IntParams):
         if len(rest) == c:
             out = self._pfr(c).decode(p, key, tail).view(c, n)
         elif len(rest):
-            z = self._pfr(len(rest)).decode(unit_gaussian(len(rest) * n, dev), key, tail).view(len(rest), n)
+            z = self._pfr(len(rest))._decode_std(len(rest) * n, dev, key, tail).view(len(rest), n)
             for j, ch in enumerate(rest.tolist()):  # leave the standardized space as PFR does
                 out[ch] = prior_sample(DiagGaussian(pm[ch], ps[ch]), z[j])
             del z

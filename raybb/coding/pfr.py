@@ -63,7 +63,6 @@ from raybb.coding.base import (
     prior_sample,
     register,
     standardize,
-    unit_gaussian,
 )
 from raybb.coding.blocks import (
     OutlierCodec,
@@ -312,8 +311,8 @@ class PFRSampler(IntParams):
         return self._encode(q, p, key)
 
     def _encode(self, q: DiagGaussian, p: DiagGaussian, key: StreamKey, rows: _Rows | None = None) -> EncodeResult:
-        """``rows``: code those channels of q and p (read in place); the result's sample is then in
-        the prior's standardized space (the caller leaves it, raybb.coding.dither)."""
+        """``rows``: code those channels of q and p (read in place); the result then has no sample
+        (the caller decodes with :meth:`_decode_std`, raybb.coding.dither)."""
         d = check_pair(q, p)
         if rows is not None:
             d = len(rows.rows) * rows.n
@@ -364,7 +363,8 @@ class PFRSampler(IntParams):
         w.log_bucket(ranks)
         bits_ranks = w.num_bits() - bits_before_ranks
         payload = w.finish()
-        sample = self.decode(p if rows is None else unit_gaussian(d, dev), key, payload)
+        # with ``rows`` the caller decodes (in the standardized space): no sample here
+        sample = self.decode(p, key, payload) if rows is None else torch.empty(0, device=dev)
         stats = {
             "kl_bits": kl_total,
             "coded_bits": 8 * len(payload),
@@ -537,8 +537,10 @@ class PFRSampler(IntParams):
 
     # ------------------------------------------------------------------ decoder
     def decode(self, p: DiagGaussian, key: StreamKey, payload: bytes) -> torch.Tensor:
-        d = check_prior(p)
-        dev = p.mean.device
+        return prior_sample(p, self._decode_std(check_prior(p), p.mean.device, key, payload))
+
+    def _decode_std(self, d: int, dev, key: StreamKey, payload: bytes) -> torch.Tensor:
+        """The decoded sample of a ``d``-dim latent in its prior's standardized space."""
         keys = self._keys(key)
         pm = self._position_major(d)
         r = Reader(payload)
@@ -567,4 +569,4 @@ class PFRSampler(IntParams):
             del lay, bo, row, vals
         if transposed:  # coded position-major: back to channel-major
             z = z.view(-1, self.channels).T.reshape(-1)
-        return prior_sample(p, z)
+        return z
