@@ -272,9 +272,8 @@ class DitheredPFRSampler(IntParams):
         pfr_payload = b""
         pfr_stats: dict = {}
         if len(rest):
-            pfr = self._pfr(len(rest))
-            # the rest channels, read in place (no copies of a large image's latent)
-            enc = pfr.encode(q, p, key) if len(rest) == c else pfr._encode(q, p, key, _Rows(n, rest))
+            # the rest channels, read in place (no copies of a large image's latent); no sample pass
+            enc = self._pfr(len(rest))._encode(q, p, key, _Rows(n, rest))
             pfr_payload, pfr_stats = enc.payload, enc.stats
             del enc
         payload = len(section).to_bytes(4, "little") + section + pfr_payload
