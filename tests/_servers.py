@@ -179,14 +179,23 @@ def seaweedfs_server(tmpdir: str | os.PathLike, *, key: str = _KEY, secret: str 
         "admin",
         "admin_grpc",
     ]
-    ports: dict[str, int] = {}
-    while len(ports) < len(names):  # distinct free ports
-        port = free_port()
-        if port not in ports.values():
-            ports[names[len(ports)]] = port
-    url = f"http://127.0.0.1:{ports['s3']}"
-    ep = S3Endpoint(url=url, key=key, secret=secret, data_dir=data, _ports=ports)
-    ep.start()
+    for attempt in range(3):
+        ports: dict[str, int] = {}
+        while len(ports) < len(names):  # distinct free ports
+            port = free_port()
+            if port not in ports.values():
+                ports[names[len(ports)]] = port
+        url = f"http://127.0.0.1:{ports['s3']}"
+        ep = S3Endpoint(url=url, key=key, secret=secret, data_dir=data, _ports=ports)
+        try:
+            ep.start()
+            break
+        except RuntimeError:
+            # a port free a moment ago can be taken (Ray, another session) before weed binds it:
+            # weed then exits with "Port allocation failed"; choose new ports
+            log = ep._log.read_text(errors="replace") if ep._log and ep._log.exists() else ""
+            if attempt == 2 or "Port allocation failed" not in log:
+                raise
     try:
         yield ep
     finally:
