@@ -65,7 +65,8 @@ def measure(images: list[str], models: list[str], efforts: list[int], out: Path,
                     row = dict(image=f"kodim{name}", model=m, effort=e, metric=metric, bpp=r.bpp, psnr=r.psnr,
                                ms_ssim=r.ms_ssim, kl_bpp=r.kl_bits / (r.width * r.height), encode_s=enc, decode_s=dec,
                                refine_steps=r.refine_steps, refine_s=r.refine_seconds,
-                               decode_matches=bool(np.array_equal(rec, r.reconstruction)), threads=threads)  # fmt: skip
+                               decode_matches=bool(np.array_equal(rec, r.reconstruction)), threads=threads,
+                               pipeline=c.pipeline)  # fmt: skip
                     f.write(json.dumps(row) + "\n")
                     f.flush()
                     print(json.dumps(row), flush=True)
@@ -140,11 +141,14 @@ def summarize(rows_path: Path, command: str) -> dict:
         table.append(row)
     info = machine_info()
     threads = sorted(df["threads"].unique().tolist())
+    # rows written before the pipeline was recorded were all taken with the then-default `pfr`
+    pipelines = sorted(df["pipeline"].fillna("pfr").unique()) if "pipeline" in df else ["pfr"]
     md = [
         "# Encoder effort on Kodak (CPU)",
         "",
         f"Machine: {info['cpu']}, {info['cpu_count']} cores shared with other jobs (times are indicative), "
-        f"torch {info['torch']}, {threads} torch thread(s). Date: {info['date']}. Command: `{command}`.",
+        f"torch {info['torch']}, {threads} torch thread(s). Date: {info['date']}. Command: `{command}`. "
+        f"Sampler pipeline: {', '.join(f'`{p}`' for p in pipelines)}.",
         f"Images ({len(images)}): {', '.join(images)}. Models ({n_models}): {', '.join(sorted(df['model'].unique()))}. "
         + (f" Omitted (incomplete on these images): {', '.join(omitted)}." if omitted else "")
         + " Measured levels (rows): "
@@ -182,7 +186,8 @@ def summarize(rows_path: Path, command: str) -> dict:
             f"| {r['model']} | {r['level']} | {r['bpp']:.4f} | {r['psnr']:.3f} | {r['ms_ssim']:.4f} | "
             f"{r['encode_s']:.1f} |"
         )
-    out = {"machine": info, "command": command, "images": images, "threads": threads, "levels": table,
+    out = {"machine": info, "command": command, "images": images, "threads": threads, "pipelines": pipelines,
+           "levels": table,
            "per_model": curves.to_dict(orient="records")}  # fmt: skip
     stem = rows_path.with_suffix("")
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
