@@ -141,8 +141,11 @@ def summarize(rows_path: Path, command: str) -> dict:
         table.append(row)
     info = machine_info()
     threads = sorted(df["threads"].unique().tolist())
-    # rows written before the pipeline was recorded were all taken with the then-default `pfr`
-    pipelines = sorted(df["pipeline"].fillna("pfr").unique()) if "pipeline" in df else ["pfr"]
+    # rows written before the pipeline was recorded used the default of their day, which `pfr` no
+    # longer names exactly (docs/effort.md says which): label them as unrecorded, not as `pfr`
+    if "pipeline" not in df:
+        df["pipeline"] = None
+    pipelines = sorted(df["pipeline"].fillna("unrecorded (the default of the day)").unique())
     md = [
         "# Encoder effort on Kodak (CPU)",
         "",
